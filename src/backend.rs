@@ -1,0 +1,356 @@
+//! What one backend is: a URL identity ([`BackendUrl`]), the live state that
+//! goes with it ([`AppTarget`]), and how both ride inside Pingora's `Backend`.
+//!
+//! Discovery creates targets, name resolution fills in their address, the
+//! health check and the proxy read them, status shows them.
+//!
+//! Stepping around Pingora: `Backend` is identified by `(addr, weight)` alone
+//! and ignores `ext`, yet every Heroku app sits behind the same router IP:port.
+//! Put the real address in `addr` and two apps would collapse into one backend
+//! with one health record. So `Backend.addr` holds an *identity address*, a
+//! synthetic IPv6 address in the discard-only prefix `100::/64` (RFC 6666)
+//! numbered per URL and never connected to, and `ext` holds the
+//! `Arc<AppTarget>` with the URL, Host, SNI and the resolved address that
+//! connections really use. Equal URL, equal backend; different URL, different
+//! backend, whatever their hostnames resolve to.
+
+use arc_swap::ArcSwapOption;
+use pingora::lb::Backend;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A backend's identity: scheme, host and port of its URL. Paths, queries and
+/// credentials are refused, since a backend is a whole site (an app).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendUrl {
+    tls: bool,
+    /// Lower-cased; IPv6 literals without brackets.
+    host: String,
+    port: u16,
+}
+
+impl BackendUrl {
+    /// Parse `http[s]://host[:port][/]`. Heroku's `web_url` ends in `/`, which is accepted.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let lower = raw.to_ascii_lowercase();
+        let (tls, rest) = if lower.starts_with("https://") {
+            (true, &raw["https://".len()..])
+        } else if lower.starts_with("http://") {
+            (false, &raw["http://".len()..])
+        } else {
+            return Err("a backend URL starts with http:// or https://".to_string());
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        if !(tail.is_empty() || tail == "/") {
+            return Err(
+                "a backend URL has no path, query or fragment (only a trailing /)".to_string(),
+            );
+        }
+        if authority.contains('@') {
+            return Err("a backend URL carries no user or password".to_string());
+        }
+        let (host, port) = split_host_port(authority)?;
+        let port = match port {
+            Some(port) => port,
+            None if tls => 443,
+            None => 80,
+        };
+        Ok(BackendUrl {
+            tls,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn default_port(&self) -> u16 {
+        if self.tls {
+            443
+        } else {
+            80
+        }
+    }
+
+    /// The host as an IP address, when the URL names one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// The `Host` header for this backend: its host, with the port unless it
+    /// is the scheme's default. Heroku's router picks the app by it.
+    pub fn host_header(&self) -> String {
+        let host = match self.ip() {
+            Some(IpAddr::V6(_)) => format!("[{}]", self.host),
+            _ => self.host.clone(),
+        };
+        if self.port == self.default_port() {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The TLS server name: the hostname; empty for an IP literal, which has no SNI.
+    pub fn sni(&self) -> &str {
+        if self.ip().is_some() {
+            ""
+        } else {
+            &self.host
+        }
+    }
+}
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.host_header())
+    }
+}
+
+fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), String> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| "unclosed [ in the IPv6 address".to_string())?;
+        host.parse::<Ipv6Addr>()
+            .map_err(|_| format!("'{host}' is not an IPv6 address"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err("unexpected text after the IPv6 address".to_string()),
+            },
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the URL has no host".to_string());
+    }
+    if !authority.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    {
+        return Err(format!("'{host}' is not a valid hostname"));
+    }
+    let port = match port {
+        Some(raw) => match raw.parse::<u16>() {
+            Ok(port) if port > 0 => Some(port),
+            _ => return Err(format!("'{raw}' is not a port number (1-65535)")),
+        },
+        None => None,
+    };
+    Ok((host, port))
+}
+
+/// Counters the proxy keeps per backend, for status and metrics.
+#[derive(Debug, Default)]
+pub struct TargetCounters {
+    /// Requests sent to this backend (each try counts once).
+    pub requests: AtomicU64,
+    /// Responses with a 5xx status from this backend.
+    pub responses_5xx: AtomicU64,
+    /// Connections that could not be made.
+    pub connect_failures: AtomicU64,
+}
+
+/// One backend app and its live state, shared by discovery, the health check,
+/// the proxy and status through `Backend.ext`.
+#[derive(Debug)]
+pub struct AppTarget {
+    /// Number given by discovery, unique per URL for the life of the process;
+    /// the identity address and the connection-pool group are derived from it.
+    id: u64,
+    url: BackendUrl,
+    /// The Heroku app name, or the hostname in static mode.
+    name: String,
+    host_header: String,
+    /// Where connections go; `None` until the hostname first resolves.
+    /// Written by discovery's resolver, read on the request path without a lock.
+    addr: ArcSwapOption<SocketAddr>,
+    pub counters: TargetCounters,
+}
+
+impl AppTarget {
+    pub fn new(id: u64, url: BackendUrl, name: String) -> Self {
+        let host_header = url.host_header();
+        // An IP literal needs no resolution.
+        let addr = url.ip().map(|ip| Arc::new(SocketAddr::new(ip, url.port())));
+        AppTarget {
+            id,
+            url,
+            name,
+            host_header,
+            addr: ArcSwapOption::new(addr),
+            counters: TargetCounters::default(),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn url(&self) -> &BackendUrl {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn host_header(&self) -> &str {
+        &self.host_header
+    }
+
+    /// The resolved address, if the hostname has resolved.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr.load().as_deref().copied()
+    }
+
+    /// Record a new resolution; returns the previous address.
+    pub fn set_addr(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        self.addr.swap(Some(Arc::new(addr))).as_deref().copied()
+    }
+
+    /// The synthetic address that stands for this target inside Pingora.
+    pub fn identity_addr(&self) -> SocketAddr {
+        let id = self.id;
+        let ip = Ipv6Addr::new(
+            0x0100,
+            0,
+            0,
+            0,
+            (id >> 48) as u16,
+            (id >> 32) as u16,
+            (id >> 16) as u16,
+            id as u16,
+        );
+        SocketAddr::V6(SocketAddrV6::new(ip, self.url.port(), 0, 0))
+    }
+
+    /// A Pingora `Backend` for this target with `weight` (at least 1: Pingora
+    /// panics on all-zero weights).
+    pub fn backend(self: &Arc<Self>, weight: usize) -> Backend {
+        let mut backend = Backend {
+            addr: PingoraAddr::Inet(self.identity_addr()),
+            weight: weight.max(1),
+            ext: Default::default(),
+        };
+        backend.ext.insert(Arc::clone(self));
+        backend
+    }
+
+    /// The target a `Backend` made by [`AppTarget::backend`] carries.
+    pub fn of(backend: &Backend) -> Option<&Arc<AppTarget>> {
+        backend.ext.get::<Arc<AppTarget>>()
+    }
+
+    /// Count one request sent to this target.
+    pub fn count_request(&self) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heroku_web_url_parses_to_host_and_default_port() {
+        let url =
+            BackendUrl::parse("https://shop-1a2b3c4d5e6f.herokuapp.com/").expect("web_url parses");
+        assert!(url.is_tls());
+        assert_eq!(url.host(), "shop-1a2b3c4d5e6f.herokuapp.com");
+        assert_eq!(url.port(), 443);
+        assert_eq!(url.host_header(), "shop-1a2b3c4d5e6f.herokuapp.com");
+        assert_eq!(url.sni(), "shop-1a2b3c4d5e6f.herokuapp.com");
+        assert_eq!(url.to_string(), "https://shop-1a2b3c4d5e6f.herokuapp.com");
+    }
+
+    #[test]
+    fn a_non_default_port_is_kept_in_host() {
+        let url = BackendUrl::parse("HTTP://App.Test:8080").expect("parses");
+        assert_eq!(url.host_header(), "app.test:8080");
+        assert_eq!(url.to_string(), "http://app.test:8080");
+    }
+
+    #[test]
+    fn ip_literals_have_no_sni_and_need_no_resolution() {
+        let url = BackendUrl::parse("http://[::1]:9000").expect("v6 parses");
+        assert_eq!(url.sni(), "");
+        assert_eq!(url.host_header(), "[::1]:9000");
+        let target = AppTarget::new(1, url, "local".into());
+        assert_eq!(target.addr(), Some("[::1]:9000".parse().expect("addr")));
+    }
+
+    #[test]
+    fn malformed_urls_are_refused_with_a_reason() {
+        for bad in [
+            "ftp://x.test",
+            "http://",
+            "http://:80",
+            "http://a.test:0",
+            "http://a.test:99999",
+            "http://a.test/path",
+            "http://user@a.test",
+            "http://a b.test",
+            "a.test",
+        ] {
+            assert!(BackendUrl::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn two_urls_on_the_same_address_stay_two_backends() {
+        let one = Arc::new(AppTarget::new(
+            1,
+            BackendUrl::parse("https://one.test").expect("url"),
+            "one".into(),
+        ));
+        let two = Arc::new(AppTarget::new(
+            2,
+            BackendUrl::parse("https://two.test").expect("url"),
+            "two".into(),
+        ));
+        let router: SocketAddr = "127.0.0.1:443".parse().expect("addr");
+        one.set_addr(router);
+        two.set_addr(router);
+        let (a, b) = (one.backend(1), two.backend(1));
+        assert_ne!(a, b, "same router address, different apps");
+        let mut set = std::collections::BTreeSet::new();
+        set.insert(a.clone());
+        set.insert(b);
+        assert_eq!(set.len(), 2);
+        assert_eq!(AppTarget::of(&a).map(|t| t.name()), Some("one"));
+    }
+
+    #[test]
+    fn zero_weight_becomes_one() {
+        let target = Arc::new(AppTarget::new(
+            7,
+            BackendUrl::parse("http://a.test").expect("url"),
+            "a".into(),
+        ));
+        assert_eq!(target.backend(0).weight, 1);
+    }
+}

@@ -1,0 +1,82 @@
+//! The environment variables heroku-lb reads, each named once, and the lookup
+//! trait through which they are read.
+//!
+//! Heroku configures apps through config vars, so every setting that matters in
+//! production has a variable here; `mod.rs` applies them over the file. Reading
+//! through [`Env`] lets unit tests pass a map instead of touching the process
+//! environment. An empty variable counts as unset: Heroku's dashboard and
+//! `app.json` leave optional vars empty rather than absent.
+
+use std::collections::HashMap;
+
+/// Port to listen on; Heroku sets it for every web dyno.
+pub const PORT: &str = "PORT";
+/// Address to listen on (default `0.0.0.0`, as Heroku requires).
+pub const LB_LISTEN_HOST: &str = "LB_LISTEN_HOST";
+/// Comma-separated backend URLs: static mode.
+pub const LB_BACKENDS: &str = "LB_BACKENDS";
+/// Comma-separated `hostname=IP` pins, like curl's `--resolve`.
+pub const LB_RESOLVE: &str = "LB_RESOLVE";
+/// Seconds between active health checks.
+pub const HEALTH_CHECK_INTERVAL: &str = "HEALTH_CHECK_INTERVAL";
+/// Path the active health check requests.
+pub const HEALTH_CHECK_PATH: &str = "HEALTH_CHECK_PATH";
+/// Bearer token that unlocks the status detail.
+pub const LB_STATUS_TOKEN: &str = "LB_STATUS_TOKEN";
+/// PEM bundle of CAs trusted for upstream TLS instead of the system roots.
+pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+/// Heroku Platform API key (secret: never logged or echoed).
+pub const HEROKU_API_KEY: &str = "HEROKU_API_KEY";
+/// Pipeline UUID or name whose apps are balanced.
+pub const PIPELINE_IDENTIFIER: &str = "PIPELINE_IDENTIFIER";
+/// Pipeline stage whose apps are balanced.
+pub const PIPELINE_STAGE: &str = "PIPELINE_STAGE";
+/// Base URL of the Platform API.
+pub const HEROKU_API_URL: &str = "HEROKU_API_URL";
+/// Seconds between discovery rounds.
+pub const DISCOVERY_INTERVAL: &str = "DISCOVERY_INTERVAL";
+/// Set by Heroku on every dyno (`web.1`); never set elsewhere.
+pub const DYNO: &str = "DYNO";
+
+/// Every variable the configuration reads, for documentation checks.
+pub const ALL: &[&str] = &[
+    PORT,
+    LB_LISTEN_HOST,
+    LB_BACKENDS,
+    LB_RESOLVE,
+    HEALTH_CHECK_INTERVAL,
+    HEALTH_CHECK_PATH,
+    LB_STATUS_TOKEN,
+    SSL_CERT_FILE,
+    HEROKU_API_KEY,
+    PIPELINE_IDENTIFIER,
+    PIPELINE_STAGE,
+    HEROKU_API_URL,
+    DISCOVERY_INTERVAL,
+    DYNO,
+];
+
+/// Where variables come from.
+pub trait Env {
+    /// The value of `name`, or `None` when it is unset or empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        let value = std::env::var_os(name)?;
+        let value = value.to_string_lossy().trim().to_string();
+        (!value.is_empty()).then_some(value)
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .map(|value| value.trim().to_string())
+            .filter(|value| !value.is_empty())
+    }
+}

@@ -1,0 +1,441 @@
+//! Discovery: which backend apps exist, where they are, and what went wrong
+//! finding them. [`AppDiscovery`] is the one `ServiceDiscovery` Pingora's
+//! `LoadBalancer` runs.
+//!
+//! Input: an [`AppSource`] (a static list, the demo, or the Heroku pipeline in
+//! `heroku.rs`) and the [`NameResolver`]. Output: the `Backend` set (each
+//! carrying its [`AppTarget`], see `backend.rs`) for selection and health
+//! checks, and a [`DiscoveryStatus`] for the status page.
+//!
+//! Pingora's background loop calls `discover()` on a short tick and swallows
+//! its errors; we keep our own schedule instead: the source runs when its
+//! round is due (its interval, or a back-off after a failure), names are
+//! resolved again every `resolve_interval`, and in between the last set is
+//! answered from memory. A failing source never takes backends away: the last
+//! good set stays, the error is logged once per change and recorded for status.
+
+pub mod resolve;
+pub mod static_list;
+
+use crate::backend::{AppTarget, BackendUrl};
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::Backend;
+use resolve::NameResolver;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// One app as a source reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    pub url: BackendUrl,
+    /// Heroku app name, or the URL's host.
+    pub name: String,
+    /// Relative share of traffic (Heroku: web dyno count).
+    pub weight: usize,
+}
+
+/// The result of one successful source round.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub apps: Vec<AppSpec>,
+    /// When to run again; `None` for a source that never changes.
+    pub next_round_in: Option<Duration>,
+}
+
+/// A failed source round: what happened (with the URL or app involved, never
+/// a secret) and when to try again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceError {
+    pub message: String,
+    pub retry_in: Duration,
+}
+
+/// Where the set of apps comes from.
+#[async_trait]
+pub trait AppSource: Send + Sync {
+    /// Shown in status and logs, e.g. `static` or `heroku pipeline shop (production)`.
+    fn describe(&self) -> String;
+    /// Run one round. Dropped mid-flight on shutdown.
+    async fn round(&self) -> Result<Round, SourceError>;
+}
+
+/// What the status page shows about discovery.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoverySnapshot {
+    pub source: String,
+    pub rounds: u64,
+    pub failed_rounds: u64,
+    pub last_success: Option<SystemTime>,
+    pub last_error: Option<(String, SystemTime)>,
+    pub apps_known: usize,
+}
+
+/// Shared, cheap-to-read discovery state for status. A std mutex: held for a
+/// copy, never across an await.
+#[derive(Debug, Default)]
+pub struct DiscoveryStatus(Mutex<DiscoverySnapshot>);
+
+impl DiscoveryStatus {
+    pub fn snapshot(&self) -> DiscoverySnapshot {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DiscoverySnapshot> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// State carried between `discover()` calls (which Pingora never overlaps).
+struct DiscoveryState {
+    next_round: Option<Instant>,
+    /// The last good list; `None` until a round has succeeded.
+    apps: Option<Vec<AppSpec>>,
+    targets: HashMap<BackendUrl, Arc<AppTarget>>,
+    next_id: u64,
+    next_resolve: Instant,
+    /// The last source error, to log each distinct error once.
+    last_error: Option<String>,
+    /// The last resolution error per target, likewise.
+    resolve_errors: HashMap<u64, String>,
+}
+
+/// The `ServiceDiscovery` behind heroku-lb's `LoadBalancer`.
+pub struct AppDiscovery {
+    source: Box<dyn AppSource>,
+    resolver: NameResolver,
+    resolve_interval: Duration,
+    state: tokio::sync::Mutex<DiscoveryState>,
+    status: Arc<DiscoveryStatus>,
+}
+
+impl AppDiscovery {
+    /// Discovery over `source`, re-resolving names every `resolve_interval`.
+    pub fn new(
+        source: Box<dyn AppSource>,
+        resolver: NameResolver,
+        resolve_interval: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        let status = DiscoveryStatus::default();
+        status.lock().source = source.describe();
+        AppDiscovery {
+            source,
+            resolver,
+            resolve_interval,
+            state: tokio::sync::Mutex::new(DiscoveryState {
+                next_round: Some(now),
+                apps: None,
+                targets: HashMap::new(),
+                next_id: 1,
+                next_resolve: now + resolve_interval,
+                last_error: None,
+                resolve_errors: HashMap::new(),
+            }),
+            status: Arc::new(status),
+        }
+    }
+
+    /// The status handle, for the status page.
+    pub fn status(&self) -> Arc<DiscoveryStatus> {
+        Arc::clone(&self.status)
+    }
+
+    async fn run_round(&self, state: &mut DiscoveryState, now: Instant) {
+        let result = self.source.round().await;
+        let mut status = self.status.lock();
+        status.rounds += 1;
+        match result {
+            Ok(round) => {
+                status.last_success = Some(SystemTime::now());
+                status.apps_known = round.apps.len();
+                drop(status);
+                if state.last_error.take().is_some() {
+                    info!("discovery recovered source=\"{}\"", self.source.describe());
+                }
+                log_changes(state.apps.as_deref().unwrap_or_default(), &round.apps);
+                state.apps = Some(round.apps);
+                state.next_round = round.next_round_in.map(|delay| now + delay);
+            }
+            Err(error) => {
+                status.failed_rounds += 1;
+                status.last_error = Some((error.message.clone(), SystemTime::now()));
+                drop(status);
+                if state.last_error.as_deref() != Some(error.message.as_str()) {
+                    let kept = state.apps.as_ref().map_or(0, Vec::len);
+                    warn!(
+                        "discovery failed source=\"{}\" error=\"{}\" kept_apps={kept} retry_in={:?}",
+                        self.source.describe(),
+                        error.message,
+                        error.retry_in
+                    );
+                    state.last_error = Some(error.message);
+                }
+                state.next_round = Some(now + error.retry_in);
+            }
+        }
+    }
+
+    /// Make the target set match the app list: new URLs get a target (and a
+    /// number), gone URLs lose theirs. Returns the targets still unresolved.
+    fn sync_targets(&self, state: &mut DiscoveryState, apps: &[AppSpec]) -> Vec<Arc<AppTarget>> {
+        state
+            .targets
+            .retain(|url, _| apps.iter().any(|app| &app.url == url));
+        let mut fresh = Vec::new();
+        for app in apps {
+            if !state.targets.contains_key(&app.url) {
+                let target = Arc::new(AppTarget::new(
+                    state.next_id,
+                    app.url.clone(),
+                    app.name.clone(),
+                ));
+                state.next_id += 1;
+                state.targets.insert(app.url.clone(), Arc::clone(&target));
+                if target.addr().is_none() {
+                    fresh.push(target);
+                }
+            }
+        }
+        let live: Vec<u64> = state.targets.values().map(|t| t.id()).collect();
+        state.resolve_errors.retain(|id, _| live.contains(id));
+        fresh
+    }
+
+    /// Resolve `targets` concurrently and record the results.
+    async fn resolve(&self, state: &mut DiscoveryState, targets: Vec<Arc<AppTarget>>) {
+        let mut lookups = tokio::task::JoinSet::new();
+        for target in targets {
+            let resolver = self.resolver.clone();
+            lookups.spawn(async move {
+                let result = resolver.resolve(target.url()).await;
+                (target, result)
+            });
+        }
+        while let Some(joined) = lookups.join_next().await {
+            let Ok((target, result)) = joined else {
+                continue;
+            };
+            match result {
+                Ok(addr) => {
+                    let previous = target.set_addr(addr);
+                    if previous != Some(addr) {
+                        info!(
+                            "backend app={} url={} resolved addr={addr}",
+                            target.name(),
+                            target.url()
+                        );
+                    }
+                    if state.resolve_errors.remove(&target.id()).is_some() {
+                        info!(
+                            "backend app={} url={} resolves again",
+                            target.name(),
+                            target.url()
+                        );
+                    }
+                }
+                Err(error) => {
+                    if state.resolve_errors.get(&target.id()) != Some(&error) {
+                        match target.addr() {
+                            Some(kept) => warn!(
+                                "backend app={} url={} resolution failed, keeping addr={kept} error=\"{error}\"",
+                                target.name(),
+                                target.url()
+                            ),
+                            None => warn!(
+                                "backend app={} url={} unavailable: name does not resolve error=\"{error}\"",
+                                target.name(),
+                                target.url()
+                            ),
+                        }
+                        state.resolve_errors.insert(target.id(), error);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for AppDiscovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        if state.next_round.is_some_and(|due| due <= now) {
+            self.run_round(&mut state, now).await;
+        }
+        let apps = state.apps.clone().unwrap_or_default();
+        let mut to_resolve = self.sync_targets(&mut state, &apps);
+        if now >= state.next_resolve {
+            to_resolve = state
+                .targets
+                .values()
+                .filter(|target| target.url().ip().is_none())
+                .cloned()
+                .collect();
+            state.next_resolve = now + self.resolve_interval;
+        }
+        if !to_resolve.is_empty() {
+            self.resolve(&mut state, to_resolve).await;
+        }
+        let backends = apps
+            .iter()
+            .filter_map(|app| {
+                state
+                    .targets
+                    .get(&app.url)
+                    .map(|target| target.backend(app.weight))
+            })
+            .collect();
+        // Unresolved targets stay in the set (their health and counters are
+        // kept); selection skips a target without an address.
+        Ok((backends, HashMap::new()))
+    }
+}
+
+/// One info line per app added, removed or re-weighted.
+fn log_changes(old: &[AppSpec], new: &[AppSpec]) {
+    for app in new {
+        match old.iter().find(|known| known.url == app.url) {
+            None => info!(
+                "discovery added app={} url={} weight={}",
+                app.name, app.url, app.weight
+            ),
+            Some(known) if known.weight != app.weight => info!(
+                "discovery reweighted app={} url={} weight={}->{}",
+                app.name, app.url, known.weight, app.weight
+            ),
+            Some(_) => {}
+        }
+    }
+    for app in old {
+        if !new.iter().any(|current| current.url == app.url) {
+            info!("discovery removed app={} url={}", app.name, app.url);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A source that fails on the rounds listed, else answers its apps.
+    struct ScriptedSource {
+        apps: Mutex<Vec<AppSpec>>,
+        fail: Mutex<bool>,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl AppSource for ScriptedSource {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        async fn round(&self) -> Result<Round, SourceError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if *self.fail.lock().expect("lock") {
+                return Err(SourceError {
+                    message: "boom".into(),
+                    retry_in: Duration::ZERO,
+                });
+            }
+            Ok(Round {
+                apps: self.apps.lock().expect("lock").clone(),
+                next_round_in: Some(Duration::ZERO),
+            })
+        }
+    }
+
+    fn app(url: &str) -> AppSpec {
+        AppSpec {
+            url: BackendUrl::parse(url).expect("url"),
+            name: url.into(),
+            weight: 1,
+        }
+    }
+
+    fn discovery(apps: Vec<AppSpec>) -> (AppDiscovery, Arc<ScriptedSource>) {
+        let source = Arc::new(ScriptedSource {
+            apps: Mutex::new(apps),
+            fail: Mutex::new(false),
+            calls: AtomicUsize::new(0),
+        });
+        struct Shared(Arc<ScriptedSource>);
+        #[async_trait]
+        impl AppSource for Shared {
+            fn describe(&self) -> String {
+                self.0.describe()
+            }
+            async fn round(&self) -> Result<Round, SourceError> {
+                self.0.round().await
+            }
+        }
+        let mut pins = HashMap::new();
+        pins.insert("one.test".to_string(), "127.0.0.1".parse().expect("ip"));
+        pins.insert("two.test".to_string(), "127.0.0.1".parse().expect("ip"));
+        let discovery = AppDiscovery::new(
+            Box::new(Shared(Arc::clone(&source))),
+            NameResolver::new(pins),
+            Duration::from_secs(60),
+        );
+        (discovery, source)
+    }
+
+    #[tokio::test]
+    async fn two_apps_on_one_address_are_two_backends_with_addresses() {
+        let (discovery, _) = discovery(vec![app("https://one.test"), app("https://two.test")]);
+        let (backends, _) = discovery.discover().await.expect("discovers");
+        assert_eq!(backends.len(), 2);
+        for backend in &backends {
+            let target = AppTarget::of(backend).expect("target rides in ext");
+            assert_eq!(target.addr(), Some("127.0.0.1:443".parse().expect("addr")));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_round_keeps_the_last_set_and_is_recorded() {
+        let (discovery, source) = discovery(vec![app("https://one.test")]);
+        let (first, _) = discovery.discover().await.expect("first round");
+        *source.fail.lock().expect("lock") = true;
+        let (second, _) = discovery.discover().await.expect("kept set");
+        assert_eq!(first, second);
+        let status = discovery.status().snapshot();
+        assert_eq!(status.failed_rounds, 1);
+        assert_eq!(
+            status.last_error.map(|(message, _)| message),
+            Some("boom".into())
+        );
+        assert!(status.last_success.is_some());
+    }
+
+    #[tokio::test]
+    async fn targets_keep_their_identity_across_rounds() {
+        let (discovery, source) = discovery(vec![app("https://one.test")]);
+        let (first, _) = discovery.discover().await.expect("round");
+        source
+            .apps
+            .lock()
+            .expect("lock")
+            .push(app("https://two.test"));
+        let (second, _) = discovery.discover().await.expect("round");
+        assert_eq!(second.len(), 2);
+        assert!(first.iter().all(|backend| second.contains(backend)));
+        source.apps.lock().expect("lock").remove(0);
+        let (third, _) = discovery.discover().await.expect("round");
+        assert_eq!(third.len(), 1);
+        assert!(!first.iter().any(|backend| third.contains(backend)));
+    }
+
+    #[tokio::test]
+    async fn an_unresolvable_name_stays_in_the_set_without_an_address() {
+        let (discovery, _) = discovery(vec![app("http://no-such-host.invalid")]);
+        let (backends, _) = discovery.discover().await.expect("no panic");
+        let target = AppTarget::of(backends.iter().next().expect("one backend")).expect("target");
+        assert_eq!(target.addr(), None);
+    }
+}

@@ -1,0 +1,88 @@
+//! Wiring: parse Pingora's flags, load the settings, build the discovery →
+//! load balancer → proxy chain, hand the services to Pingora's `Server`.
+
+use heroku_lb::config::env::ProcessEnv;
+use heroku_lb::config::{self, BackendSource, Settings};
+use heroku_lb::demo::DemoBackends;
+use heroku_lb::discovery::resolve::NameResolver;
+use heroku_lb::discovery::static_list::StaticSource;
+use heroku_lb::discovery::{AppDiscovery, AppSource};
+use heroku_lb::proxy::AppProxy;
+use log::info;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backends, LoadBalancer};
+use pingora::prelude::{background_service, Opt, Server};
+use pingora::proxy::http_proxy_service_with_name;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut opt = Opt::parse_args();
+    let (settings, server_conf) = match config::load(opt.conf.as_deref(), &ProcessEnv) {
+        Ok(loaded) => loaded,
+        Err(error) => fail(&format!("configuration error: {error}")),
+    };
+    // The file is already read; Pingora gets the parsed conf, not the path.
+    opt.conf = None;
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    // With `-t` this exits 0 here: the configuration above was valid.
+    server.bootstrap();
+
+    let (source, demo) = app_source(&settings);
+    let discovery = AppDiscovery::new(
+        source,
+        NameResolver::new(settings.resolve_pins.clone()),
+        settings.resolve_interval,
+    );
+    let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
+    lb.update_frequency = Some(settings.discovery_tick());
+    let lb_service = background_service("discovery", lb);
+    let lb = lb_service.task();
+
+    let proxy = AppProxy::new(lb, settings.upstream.clone(), settings.listen_port);
+    let mut proxy_service =
+        http_proxy_service_with_name(&server.configuration, proxy, "heroku-lb proxy");
+    proxy_service.add_tcp(&settings.listen);
+
+    // Traffic starts once the first discovery round is done.
+    let lb_handle = server.add_service(lb_service);
+    let proxy_handle = server.add_service(proxy_service);
+    proxy_handle.add_dependency(&lb_handle);
+    if let Some(demo) = demo {
+        server.add_service(background_service("demo backends", demo));
+    }
+    info!("heroku-lb listening on {}", settings.listen);
+    server.run_forever();
+}
+
+/// The source of backends the settings name; the demo also returns its servers.
+fn app_source(settings: &Settings) -> (Box<dyn AppSource>, Option<DemoBackends>) {
+    match &settings.source {
+        BackendSource::Static(urls) => (Box::new(StaticSource::new("static", urls)), None),
+        BackendSource::Pipeline(_) => fail("pipeline discovery is not built yet"),
+        BackendSource::Demo => {
+            let demo = match DemoBackends::bind(3) {
+                Ok(demo) => demo,
+                Err(e) => fail(&format!("could not start the demo backends: {e}")),
+            };
+            info!(
+                "no backends configured: running the demo with 3 local backends on {}; \
+                 set LB_BACKENDS=https://app-a.herokuapp.com,... or HEROKU_API_KEY and \
+                 PIPELINE_IDENTIFIER to balance real apps",
+                demo.apps()
+                    .iter()
+                    .map(|app| app.url.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            (
+                Box::new(StaticSource::named("demo", demo.apps())),
+                Some(demo),
+            )
+        }
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("heroku-lb: {message}");
+    std::process::exit(2)
+}

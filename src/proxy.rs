@@ -1,0 +1,369 @@
+//! The request's path through heroku-lb: Pingora's `ProxyHttp` implementation.
+//!
+//! Input: each client request, and the `LoadBalancer` that discovery and
+//! health checks keep current. Output: the request, sent to one backend app
+//! with that app's own `Host` and SNI (Heroku's router picks the app by
+//! them), plus the hop headers Heroku's router itself adds.
+//!
+//! Selection skips backends that are unhealthy, have no resolved address, or
+//! were already tried by this request; a connect failure is retried on another
+//! backend, a bounded number of times. With nothing to select, the client gets
+//! a quick 503. Pingora sets no upstream timeouts by default; ours follow
+//! Heroku's router (connect 5 s, 30 s per read, 55 s keep-alive idle).
+
+use crate::backend::AppTarget;
+use crate::config::UpstreamSettings;
+use async_trait::async_trait;
+use http::HeaderValue;
+use log::warn;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::Peer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Longest client-supplied `X-Request-Id` kept, as Heroku's router does.
+const MAX_REQUEST_ID_LEN: usize = 200;
+
+/// How many selection steps one pick may take before giving up.
+const MAX_SELECT_STEPS: usize = 1024;
+
+/// heroku-lb's proxy.
+pub struct AppProxy {
+    lb: Arc<LoadBalancer<RoundRobin>>,
+    upstream: UpstreamSettings,
+    /// Our own listening port, for `X-Forwarded-Port` when the client sent none.
+    listen_port: String,
+    request_ids: RequestIds,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct RequestCtx {
+    /// Ids of the targets this request was sent to, in order.
+    tried: Vec<u64>,
+    /// The target of the current (last) try.
+    target: Option<Arc<AppTarget>>,
+    /// The request id sent upstream, fixed on the first try.
+    request_id: Option<String>,
+}
+
+impl AppProxy {
+    pub fn new(
+        lb: Arc<LoadBalancer<RoundRobin>>,
+        upstream: UpstreamSettings,
+        listen_port: u16,
+    ) -> Self {
+        AppProxy {
+            lb,
+            upstream,
+            listen_port: listen_port.to_string(),
+            request_ids: RequestIds::default(),
+        }
+    }
+
+    /// The next ready backend this request has not tried yet.
+    fn select(&self, tried: &[u64]) -> Option<Arc<AppTarget>> {
+        let backend = self
+            .lb
+            .select_with(b"", MAX_SELECT_STEPS, |backend, healthy| {
+                healthy
+                    && AppTarget::of(backend).is_some_and(|target| {
+                        target.addr().is_some() && !tried.contains(&target.id())
+                    })
+            })?;
+        AppTarget::of(&backend).cloned()
+    }
+
+    fn peer_for(&self, target: &AppTarget) -> Option<HttpPeer> {
+        let addr = target.addr()?;
+        let url = target.url();
+        let mut peer = HttpPeer::new(addr, url.is_tls(), url.sni().to_string());
+        // One connection pool per app: apps behind one router address must
+        // never share a pooled connection (Host and SNI differ per app).
+        peer.group_key = target.id();
+        let options = &mut peer.options;
+        options.connection_timeout = Some(self.upstream.connect_timeout);
+        options.total_connection_timeout = Some(self.upstream.connect_timeout);
+        options.read_timeout = Some(self.upstream.first_byte_timeout);
+        options.idle_timeout = Some(self.upstream.idle_timeout);
+        Some(peer)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for AppProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(target) = self.select(&ctx.tried) else {
+            let why = if ctx.tried.is_empty() {
+                "no backend available"
+            } else {
+                "no other backend to retry on"
+            };
+            return Err(Error::explain(ErrorType::HTTPStatus(503), why));
+        };
+        let Some(peer) = self.peer_for(&target) else {
+            // Lost its address between selection and here: treat like a refusal.
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "backend address vanished",
+            ));
+        };
+        ctx.tried.push(target.id());
+        target.count_request();
+        ctx.target = Some(target);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(target) = ctx.target.as_ref() else {
+            return Err(Error::explain(ErrorType::InternalError, "no target chosen"));
+        };
+        upstream_request.insert_header("Host", target.host_header())?;
+
+        let client_ip = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip().to_string());
+        let headers = &session.req_header().headers;
+        if let Some(forwarded_for) = forwarded_for(
+            headers.get_all("x-forwarded-for").iter(),
+            client_ip.as_deref(),
+        ) {
+            upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
+        }
+        // Behind Heroku's router these arrive set to the client's real scheme
+        // and port; keep them. Otherwise this hop is plain HTTP on our port.
+        if !headers.contains_key("x-forwarded-proto") {
+            upstream_request.insert_header("X-Forwarded-Proto", "http")?;
+        }
+        if !headers.contains_key("x-forwarded-port") {
+            upstream_request.insert_header("X-Forwarded-Port", self.listen_port.as_str())?;
+        }
+        if ctx.request_id.is_none() {
+            let incoming = headers
+                .get("x-request-id")
+                .and_then(|value| value.to_str().ok())
+                .filter(|id| valid_request_id(id));
+            ctx.request_id = Some(match incoming {
+                Some(id) => id.to_string(),
+                None => self.request_ids.next(),
+            });
+        }
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header("X-Request-Id", id.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if upstream_response.status.is_server_error() {
+            if let Some(target) = &ctx.target {
+                target
+                    .counters
+                    .responses_5xx
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = ctx.tried.len() <= self.upstream.connect_retries;
+        if let Some(target) = &ctx.target {
+            target
+                .counters
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(
+                "connect failed app={} url={} addr={} error=\"{}\" retry={retry}",
+                target.name(),
+                target.url(),
+                peer.address(),
+                e.etype().as_str()
+            );
+        }
+        // Nothing was sent yet, so any request may go to another backend.
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = error_status(e);
+        if code > 0 {
+            if let Err(write_error) = session.respond_error(code).await {
+                warn!("could not send the {code} error response: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+/// The status a failed request answers with: 504 when the backend timed out,
+/// 502 for other upstream failures, 400 for a malformed request, 0 when the
+/// client is gone.
+fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout | ErrorType::ReadTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// `X-Forwarded-For` for the next hop: what the client sent (all lines,
+/// joined) with the client's address appended.
+fn forwarded_for<'a>(
+    incoming: impl Iterator<Item = &'a HeaderValue>,
+    client_ip: Option<&str>,
+) -> Option<String> {
+    let mut parts: Vec<&str> = incoming
+        .filter_map(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .collect();
+    parts.extend(client_ip);
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// A client's request id is kept when it is 1 to 200 visible ASCII characters.
+fn valid_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Request ids in UUID form: a per-process random key hashed with a counter.
+/// Unique per process, unguessable enough for tracing; not a secret.
+struct RequestIds {
+    keys: (RandomState, RandomState),
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds {
+            keys: (RandomState::new(), RandomState::new()),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RequestIds {
+    fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let high = self.keys.0.hash_one(n);
+        let low = self.keys.1.hash_one(n);
+        // Version 4 / variant 1 bits, so the id reads as a UUID.
+        let high = (high & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+        let low = (low & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            high >> 32,
+            (high >> 16) & 0xffff,
+            high & 0xffff,
+            low >> 48,
+            low & 0xffff_ffff_ffff
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(value: &str) -> HeaderValue {
+        HeaderValue::from_str(value).expect("valid header value")
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let incoming = [header("203.0.113.7"), header("198.51.100.2, 10.0.0.1")];
+        assert_eq!(
+            forwarded_for(incoming.iter(), Some("127.0.0.1")).as_deref(),
+            Some("203.0.113.7, 198.51.100.2, 10.0.0.1, 127.0.0.1")
+        );
+        assert_eq!(
+            forwarded_for([].iter(), Some("127.0.0.1")).as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(forwarded_for([].iter(), None), None);
+    }
+
+    #[test]
+    fn request_ids_are_kept_up_to_200_visible_characters() {
+        assert!(valid_request_id("abc-123"));
+        assert!(valid_request_id(&"x".repeat(200)));
+        assert!(!valid_request_id(&"x".repeat(201)));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("has space"));
+    }
+
+    #[test]
+    fn generated_request_ids_look_like_uuids_and_differ() {
+        let ids = RequestIds::default();
+        let (a, b) = (ids.next(), ids.next());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.as_bytes()[14], b'4');
+    }
+
+    #[test]
+    fn timeouts_answer_504_and_other_upstream_errors_502() {
+        let mut timeout = Error::new(ErrorType::ReadTimedout);
+        timeout.esource = ErrorSource::Upstream;
+        assert_eq!(error_status(&timeout), 504);
+        let mut refused = Error::new(ErrorType::ConnectRefused);
+        refused.esource = ErrorSource::Upstream;
+        assert_eq!(error_status(&refused), 502);
+        assert_eq!(error_status(&Error::new(ErrorType::HTTPStatus(503))), 503);
+    }
+}
