@@ -4,6 +4,7 @@
 use heroku_lb::config::env::ProcessEnv;
 use heroku_lb::config::{self, BackendSource, Settings};
 use heroku_lb::demo::DemoBackends;
+use heroku_lb::discovery::heroku::PipelineSource;
 use heroku_lb::discovery::resolve::NameResolver;
 use heroku_lb::discovery::static_list::StaticSource;
 use heroku_lb::discovery::{AppDiscovery, AppSource};
@@ -58,7 +59,10 @@ fn main() {
 fn app_source(settings: &Settings) -> (Box<dyn AppSource>, Option<DemoBackends>) {
     match &settings.source {
         BackendSource::Static(urls) => (Box::new(StaticSource::new("static", urls)), None),
-        BackendSource::Pipeline(_) => fail("pipeline discovery is not built yet"),
+        BackendSource::Pipeline(pipeline) => match PipelineSource::new(pipeline) {
+            Ok(source) => (Box::new(source), None),
+            Err(e) => fail(&e),
+        },
         BackendSource::Demo => {
             let demo = match DemoBackends::bind(3) {
                 Ok(demo) => demo,

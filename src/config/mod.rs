@@ -53,6 +53,10 @@ impl std::error::Error for ConfigError {}
 pub struct ApiKey(String);
 
 impl ApiKey {
+    pub fn new(key: String) -> Self {
+        ApiKey(key)
+    }
+
     /// The key itself, for the `Authorization` header only.
     pub fn expose(&self) -> &str {
         &self.0

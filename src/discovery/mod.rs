@@ -3,7 +3,7 @@
 //! `LoadBalancer` runs.
 //!
 //! Input: an [`AppSource`] (a static list, the demo, or the Heroku pipeline in
-//! `heroku.rs`) and the [`NameResolver`]. Output: the `Backend` set (each
+//! `heroku/`) and the [`NameResolver`]. Output: the `Backend` set (each
 //! carrying its [`AppTarget`], see `backend.rs`) for selection and health
 //! checks, and a [`DiscoveryStatus`] for the status page.
 //!
@@ -14,6 +14,7 @@
 //! answered from memory. A failing source never takes backends away: the last
 //! good set stays, the error is logged once per change and recorded for status.
 
+pub mod heroku;
 pub mod resolve;
 pub mod static_list;
 
@@ -26,6 +27,10 @@ use resolve::NameResolver;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+/// Longest one source round may take. Heroku restarts a dyno that does not
+/// listen within 60 s of boot, and traffic starts after the first round.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// One app as a source reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,7 +151,13 @@ impl AppDiscovery {
     }
 
     async fn run_round(&self, state: &mut DiscoveryState, now: Instant) {
-        let result = self.source.round().await;
+        let result = match tokio::time::timeout(ROUND_TIMEOUT, self.source.round()).await {
+            Ok(result) => result,
+            Err(_) => Err(SourceError {
+                message: format!("round took longer than {ROUND_TIMEOUT:?}"),
+                retry_in: Duration::from_secs(1),
+            }),
+        };
         let mut status = self.status.lock();
         status.rounds += 1;
         match result {

@@ -1,0 +1,281 @@
+//! A plain HTTP/1.1 backend app on 127.0.0.1:0, a real hyper server with keep-alive.
+//! Tests hand its `url()` to the balancer, then read what arrived (count, path,
+//! headers) and flip how it answers: normally (200, body = its name), 503,
+//! stall (accept the request and never answer), or stop listening altogether
+//! so connections are refused, and listen again on the same port later.
+//! It answers every path the same way, health-check paths included; tests tell
+//! their own requests apart by path prefix.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Response header naming the backend that answered, so clients can count too.
+pub const BACKEND_HEADER: &str = "x-test-backend";
+
+/// How long a stalled backend holds a request before giving up on it; far
+/// longer than any test, so to the balancer it never answers.
+const STALL: Duration = Duration::from_secs(600);
+
+/// How the backend answers the requests that reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 200 with the backend's name as the body.
+    Normal = 0,
+    /// 503, like an app whose dynos crashed.
+    Unavailable = 1,
+    /// Read the request and never answer.
+    Stall = 2,
+}
+
+/// One request as the backend saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    /// Path and query, as in the request line.
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+impl SeenRequest {
+    /// The one value of `name`; panics if the header is repeated (a proxy
+    /// appending must produce a single line).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let mut values = self.headers.get_all(name).iter();
+        let first = values.next()?;
+        assert!(
+            values.next().is_none(),
+            "header {name} arrived more than once: {:?}",
+            self.headers.get_all(name).iter().collect::<Vec<_>>()
+        );
+        Some(String::from_utf8_lossy(first.as_bytes()).into_owned())
+    }
+}
+
+struct Shared {
+    name: String,
+    answer: AtomicU8,
+    requests: Mutex<Vec<SeenRequest>>,
+    connections: AtomicUsize,
+    /// Tasks serving accepted connections, aborted when the backend stops so
+    /// that pooled keep-alive connections are cut as well.
+    connection_tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Handle to a running test backend; dropping it stops the server.
+pub struct TestBackend {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl TestBackend {
+    /// Start a backend called `name` on a fresh loopback port, answering normally.
+    pub async fn start(name: &str) -> TestBackend {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind a test backend on 127.0.0.1:0");
+        let addr = listener
+            .local_addr()
+            .expect("local_addr of a bound listener");
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            answer: AtomicU8::new(Answer::Normal as u8),
+            requests: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            connection_tasks: Mutex::new(Vec::new()),
+        });
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
+        TestBackend {
+            addr,
+            shared,
+            accept_task: Mutex::new(Some(accept_task)),
+        }
+    }
+
+    /// Start `count` backends named `{prefix}-1`, `{prefix}-2`, …
+    pub async fn start_many(prefix: &str, count: usize) -> Vec<TestBackend> {
+        let mut backends = Vec::with_capacity(count);
+        for i in 1..=count {
+            backends.push(TestBackend::start(&format!("{prefix}-{i}")).await);
+        }
+        backends
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT`, the form `LB_BACKENDS` takes.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Switch how later requests are answered.
+    pub fn set_answer(&self, answer: Answer) {
+        self.shared.answer.store(answer as u8, Ordering::SeqCst);
+    }
+
+    /// Every request that arrived, in order (health checks included).
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Requests whose path starts with `prefix`.
+    pub fn requests_to(&self, prefix: &str) -> Vec<SeenRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
+    }
+
+    /// The latest request whose path starts with `prefix`.
+    pub fn last_request_to(&self, prefix: &str) -> Option<SeenRequest> {
+        self.requests_to(prefix).pop()
+    }
+
+    /// Number of requests that arrived, whatever their path.
+    pub fn request_count(&self) -> usize {
+        self.shared.requests.lock().unwrap().len()
+    }
+
+    /// Number of requests whose path starts with `prefix`.
+    pub fn count_to(&self, prefix: &str) -> usize {
+        self.shared
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .count()
+    }
+
+    /// Number of TCP connections accepted so far.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Stop listening and cut open connections: once this returns, new
+    /// connections are refused (the listener is closed, not just idle).
+    pub async fn stop_listening(&self) {
+        // An aborted task's future (and the socket it owns) is dropped by the
+        // time its JoinHandle resolves. The accept loop goes first so that no
+        // connection is added after the others were cut.
+        let accept_task = self.accept_task.lock().unwrap().take();
+        if let Some(task) = accept_task {
+            task.abort();
+            let _ = task.await;
+        }
+        let connection_tasks: Vec<_> = self
+            .shared
+            .connection_tasks
+            .lock()
+            .unwrap()
+            .drain(..)
+            .collect();
+        for task in connection_tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listen again on the same port after `stop_listening`.
+    /// Fails if something else took the port in between.
+    pub async fn listen_again(&self) -> std::io::Result<()> {
+        self.stop_listening().await;
+        let listener = TcpListener::bind(self.addr).await?;
+        let task = tokio::spawn(accept_loop(listener, self.shared.clone()));
+        *self.accept_task.lock().unwrap() = Some(task);
+        Ok(())
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        if let Some(task) = self.accept_task.lock().unwrap().take() {
+            task.abort();
+        }
+        for task in self.shared.connection_tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else {
+            // Out of file descriptors or similar: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        shared.connections.fetch_add(1, Ordering::SeqCst);
+        let conn_shared = shared.clone();
+        let service = service_fn(move |req| answer(conn_shared.clone(), req));
+        let task = tokio::spawn(async move {
+            // keep-alive is hyper's default; errors are the peer going away.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let mut tasks = shared.connection_tasks.lock().unwrap();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+}
+
+async fn answer(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    shared.requests.lock().unwrap().push(SeenRequest {
+        method: req.method().to_string(),
+        path,
+        headers: req.headers().clone(),
+    });
+    let (status, body) = match shared.answer.load(Ordering::SeqCst) {
+        a if a == Answer::Unavailable as u8 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{} is unavailable\n", shared.name),
+        ),
+        a if a == Answer::Stall as u8 => {
+            tokio::time::sleep(STALL).await;
+            (StatusCode::GATEWAY_TIMEOUT, "stalled\n".to_string())
+        }
+        _ => (StatusCode::OK, shared.name.clone()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let Ok(name) = HeaderValue::from_str(&shared.name) {
+        response.headers_mut().insert(BACKEND_HEADER, name);
+    }
+    Ok(response)
+}

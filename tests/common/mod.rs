@@ -1,0 +1,134 @@
+//! Shared fixtures for the integration tests: the balancer as a child process
+//! (`lb`), plain HTTP backends (`backend`) and a TLS router shared by several
+//! apps (`router`), plus the small helpers below.
+//! Everything listens on 127.0.0.1 with ports chosen by the kernel, and every
+//! wait is bounded by a try count and a deadline, so tests can run in parallel
+//! and a broken balancer fails a test instead of hanging it.
+//! Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod heroku_api;
+pub mod lb;
+pub mod router;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long one client request may take before the test gives up on it.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Directory of the test CA and the router's leaf certificate (see its README).
+pub fn certs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/certs")
+}
+
+/// The test CA, to pass to the balancer as `SSL_CERT_FILE`.
+pub fn ca_pem() -> PathBuf {
+    certs_dir().join("ca.pem")
+}
+
+/// A CA that did not sign the router's certificate.
+pub fn other_ca_pem() -> PathBuf {
+    certs_dir().join("other-ca.pem")
+}
+
+/// The router's leaf certificate (SANs listed in `router::CERT_HOSTNAMES`).
+pub fn router_cert_pem() -> PathBuf {
+    certs_dir().join("router.pem")
+}
+
+/// The router's private key.
+pub fn router_key_pem() -> PathBuf {
+    certs_dir().join("router.key")
+}
+
+/// A loopback port that was free a moment ago: bind port 0, read it, let it go.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener
+        .local_addr()
+        .expect("local_addr of a bound listener")
+        .port()
+}
+
+/// An HTTP client that ignores proxy variables and gives up after `CLIENT_TIMEOUT`.
+pub fn http_client() -> reqwest::Client {
+    http_client_with_timeout(CLIENT_TIMEOUT)
+}
+
+/// Like `http_client`, with another per-request timeout.
+pub fn http_client_with_timeout(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .expect("a reqwest client without proxy or TLS options always builds")
+}
+
+/// What a test needs from a response, read to the end.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+/// Send a request and read the whole answer; a transport error is returned as text.
+pub async fn send(request: reqwest::RequestBuilder) -> Result<Reply, String> {
+    let response = request.send().await.map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.map_err(|e| format!("{e:?}"))?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// GET `url`, panicking with the URL and the cause when no answer comes back.
+pub async fn get(client: &reqwest::Client, url: &str) -> Reply {
+    send(client.get(url))
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} got no answer: {e}"))
+}
+
+/// Call `check` up to `tries` times, `interval` apart, until it returns true.
+/// Returns false when the tries or the deadline (`tries × interval`, plus one
+/// interval) run out first; a slow `check` is cut off at the deadline.
+pub async fn poll_until<F, Fut>(tries: u32, interval: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + interval * (tries + 1);
+    for _ in 0..tries {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        if let Ok(true) = tokio::time::timeout(left, check()).await {
+            return true;
+        }
+        tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+    false
+}
+
+/// `poll_until`, panicking with `what` when the condition never held.
+pub async fn wait_until<F, Fut>(what: &str, tries: u32, interval: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    if !poll_until(tries, interval, check).await {
+        panic!(
+            "timed out waiting for {what} ({tries} tries, {interval:?} apart, gave up after {:?})",
+            started.elapsed()
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! A bad configuration stops the binary at start with a non-zero exit and a
+//! message naming the culprit; `-t` checks a good one and exits 0.
+
+mod common;
+
+use common::lb::{LbBuilder, LbExit, EXIT_TIMEOUT};
+
+/// A builder with one valid backend, so only the case under test is wrong.
+fn with_a_backend() -> LbBuilder {
+    LbBuilder::new().backends(&[format!("http://127.0.0.1:{}", common::free_port())])
+}
+
+/// Run to exit and check it failed with `culprit` in stderr.
+fn assert_fails_naming(builder: LbBuilder, culprit: &str) -> LbExit {
+    let exit = builder.run_to_exit(EXIT_TIMEOUT);
+    assert!(
+        !exit.status.success(),
+        "expected a non-zero exit naming {culprit}, got {}; stderr:\n{}",
+        exit.status,
+        exit.stderr
+    );
+    assert!(
+        exit.stderr.contains(culprit),
+        "stderr does not name {culprit}:\n{}",
+        exit.stderr
+    );
+    exit
+}
+
+/// A misspelt key in the heroku_lb section is an error that names the key.
+#[test]
+fn an_unknown_key_in_the_heroku_lb_section_is_named() {
+    assert_fails_naming(with_a_backend().config("bakends", "[]"), "bakends");
+}
+
+/// A PORT that is not a number is an error that names PORT.
+#[test]
+fn a_port_that_is_not_a_number_is_named() {
+    assert_fails_naming(with_a_backend().env("PORT", "notaport"), "PORT");
+}
+
+/// A backend URL with a scheme other than http/https is an error that names LB_BACKENDS.
+#[test]
+fn a_backend_url_with_an_unsupported_scheme_is_named() {
+    assert_fails_naming(
+        LbBuilder::new().env("LB_BACKENDS", "ftp://x"),
+        "LB_BACKENDS",
+    );
+}
+
+/// A backend URL without a host is an error that names LB_BACKENDS.
+#[test]
+fn a_backend_url_without_a_host_is_named() {
+    assert_fails_naming(
+        LbBuilder::new().env("LB_BACKENDS", "http://"),
+        "LB_BACKENDS",
+    );
+}
+
+/// A CA bundle path that does not exist is an error that names SSL_CERT_FILE, not a panic.
+#[test]
+fn a_missing_ca_bundle_is_named() {
+    let exit = assert_fails_naming(
+        with_a_backend().env("SSL_CERT_FILE", "/nonexistent/ca.pem"),
+        "SSL_CERT_FILE",
+    );
+    assert!(
+        !exit.stderr.contains("panicked"),
+        "a config error should not be a panic:\n{}",
+        exit.stderr
+    );
+}
+
+/// A config error never echoes the Heroku API key.
+#[test]
+fn a_config_error_does_not_echo_the_api_key() {
+    let secret = "test-secret-key-0123456789";
+    let exit = assert_fails_naming(
+        with_a_backend()
+            .env("PORT", "notaport")
+            .env("HEROKU_API_KEY", secret),
+        "PORT",
+    );
+    assert!(!exit.stderr.contains(secret), "stderr:\n{}", exit.stderr);
+    assert!(!exit.stdout.contains(secret), "stdout:\n{}", exit.stdout);
+}
+
+/// `-t` with a good config checks it and exits 0 without serving.
+#[test]
+fn test_mode_with_a_good_config_exits_zero() {
+    let exit = with_a_backend().arg("-t").run_to_exit(EXIT_TIMEOUT);
+    assert!(
+        exit.status.success(),
+        "expected exit 0, got {}; stderr:\n{}",
+        exit.status,
+        exit.stderr
+    );
+}
