@@ -14,13 +14,18 @@
 //! connections really use. Equal URL, equal backend; different URL, different
 //! backend, whatever their hostnames resolve to.
 
+use crate::config::UpstreamSettings;
+use crate::metrics::{metrics, TargetMetrics};
 use arc_swap::ArcSwapOption;
+use log::{info, warn};
 use pingora::lb::Backend;
+use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// A backend's identity: scheme, host and port of its URL. Paths, queries and
 /// credentials are refused, since a backend is a whole site (an app).
@@ -174,8 +179,30 @@ pub struct TargetCounters {
     pub connect_failures: AtomicU64,
 }
 
+/// The outcome of the last active health check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckOutcome {
+    pub ok: bool,
+    /// `ok`, or the reason it failed: `refused`, `timeout`, `status 503` …
+    pub detail: String,
+    pub at: SystemTime,
+}
+
+/// Health as heroku-lb tracks it beside Pingora's own health flag.
+#[derive(Debug, Default)]
+struct HealthRecord {
+    last: Option<CheckOutcome>,
+    consecutive_failures: u32,
+    consecutive_successes: u32,
+}
+
 /// One backend app and its live state, shared by discovery, the health check,
 /// the proxy and status through `Backend.ext`.
+///
+/// Besides Pingora's health flag (rise/fall over active checks), a target
+/// takes traffic only when it is *admitted* (Pingora starts new backends
+/// healthy; we wait for their first passing check) and not *ejected* (failures
+/// seen on live traffic take it out at once, until active checks pass again).
 #[derive(Debug)]
 pub struct AppTarget {
     /// Number given by discovery, unique per URL for the life of the process;
@@ -189,11 +216,21 @@ pub struct AppTarget {
     /// Written by discovery's resolver, read on the request path without a lock.
     addr: ArcSwapOption<SocketAddr>,
     pub counters: TargetCounters,
+    pub metrics: TargetMetrics,
+    /// Set by the first passing check; read on the request path.
+    admitted: AtomicBool,
+    /// Set by passive ejection, cleared after `rise` passing checks.
+    ejected: AtomicBool,
+    /// 5xx answers in a row on live traffic.
+    consecutive_5xx: AtomicU32,
+    /// Written by checks, read by status; never touched on the request path.
+    health: Mutex<HealthRecord>,
 }
 
 impl AppTarget {
     pub fn new(id: u64, url: BackendUrl, name: String) -> Self {
         let host_header = url.host_header();
+        let metrics = TargetMetrics::new(&name);
         // An IP literal needs no resolution.
         let addr = url.ip().map(|ip| Arc::new(SocketAddr::new(ip, url.port())));
         AppTarget {
@@ -203,6 +240,11 @@ impl AppTarget {
             host_header,
             addr: ArcSwapOption::new(addr),
             counters: TargetCounters::default(),
+            metrics,
+            admitted: AtomicBool::new(false),
+            ejected: AtomicBool::new(false),
+            consecutive_5xx: AtomicU32::new(0),
+            health: Mutex::new(HealthRecord::default()),
         }
     }
 
@@ -268,6 +310,101 @@ impl AppTarget {
     /// Count one request sent to this target.
     pub fn count_request(&self) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether selection may pick this target (Pingora's health aside):
+    /// resolved, admitted by a first passing check, not ejected.
+    pub fn routable(&self) -> bool {
+        self.admitted.load(Ordering::Relaxed)
+            && !self.ejected.load(Ordering::Relaxed)
+            && self.addr.load().is_some()
+    }
+
+    pub fn is_admitted(&self) -> bool {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// The peer to connect to, with this app's SNI and the upstream timeouts;
+    /// `None` while the hostname has not resolved.
+    pub fn peer(&self, upstream: &UpstreamSettings) -> Option<HttpPeer> {
+        let addr = self.addr()?;
+        let mut peer = HttpPeer::new(addr, self.url.is_tls(), self.url.sni().to_string());
+        // One connection pool per app: apps behind one router address must
+        // never share a pooled connection (Host and SNI differ per app).
+        peer.group_key = self.id;
+        let options = &mut peer.options;
+        options.connection_timeout = Some(upstream.connect_timeout);
+        options.total_connection_timeout = Some(upstream.connect_timeout);
+        options.read_timeout = Some(upstream.first_byte_timeout);
+        options.idle_timeout = Some(upstream.idle_timeout);
+        Some(peer)
+    }
+
+    /// Record an active check. `rise` passing checks in a row end an ejection.
+    pub fn record_check(&self, outcome: CheckOutcome, rise: u32) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if outcome.ok {
+            health.consecutive_failures = 0;
+            health.consecutive_successes = health.consecutive_successes.saturating_add(1);
+            if !self.admitted.swap(true, Ordering::Relaxed) {
+                info!(
+                    "backend app={} url={} admitted: first health check passed",
+                    self.name, self.url
+                );
+            }
+            if health.consecutive_successes >= rise && self.ejected.swap(false, Ordering::Relaxed) {
+                self.consecutive_5xx.store(0, Ordering::Relaxed);
+                info!(
+                    "backend app={} url={} ejected -> healthy reason=\"{rise} health checks passed\"",
+                    self.name, self.url
+                );
+            }
+        } else {
+            health.consecutive_successes = 0;
+            health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+        }
+        health.last = Some(outcome);
+    }
+
+    /// The last check and the failures in a row, for status.
+    pub fn health_view(&self) -> (Option<CheckOutcome>, u32) {
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        (health.last.clone(), health.consecutive_failures)
+    }
+
+    /// Take the target out of rotation now, because of live traffic.
+    pub fn eject(&self, reason: &str) {
+        if !self.ejected.swap(true, Ordering::Relaxed) {
+            self.health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .consecutive_successes = 0;
+            metrics()
+                .passive_ejections
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+            warn!(
+                "backend app={} url={} healthy -> ejected reason=\"{reason}\"",
+                self.name, self.url
+            );
+        }
+    }
+
+    /// Record a live response; `threshold` 5xx in a row eject the target (0: never).
+    pub fn record_response(&self, status: u16, threshold: u32) {
+        if status >= 500 {
+            self.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+            let run = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+            if threshold > 0 && run >= threshold {
+                self.eject(&format!("{run} responses 5xx in a row, last {status}"));
+            }
+        } else {
+            self.consecutive_5xx.store(0, Ordering::Relaxed);
+        }
     }
 }
 

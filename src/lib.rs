@@ -12,7 +12,11 @@
 //!   rides inside Pingora's `Backend`.
 //! - [`discovery`]: the `ServiceDiscovery` Pingora's `LoadBalancer` runs: app sources
 //!   (static list, demo) and background name resolution.
-//! - [`proxy`]: the `ProxyHttp` implementation: selection, retries, hop headers, errors.
+//! - [`health`]: `AppHealthCheck`, TCP then HTTP with each app's Host and SNI.
+//! - [`proxy`]: the `ProxyHttp` implementation: `/_lb/` routing, selection, retries, passive
+//!   ejection, hop headers, errors, per-request metrics.
+//! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
+//! - [`metrics`]: every Prometheus registration in one place.
 //! - [`demo`]: the embedded demo backends.
 //!
 //! `main.rs` only wires these into a Pingora `Server`.
@@ -21,4 +25,7 @@ pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod health;
+pub mod metrics;
 pub mod proxy;
+pub mod status;

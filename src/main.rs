@@ -1,19 +1,23 @@
 //! Wiring: parse Pingora's flags, load the settings, build the discovery →
-//! load balancer → proxy chain, hand the services to Pingora's `Server`.
+//! health → load balancer → proxy chain, hand the services to Pingora's `Server`.
 
 use heroku_lb::config::env::ProcessEnv;
 use heroku_lb::config::{self, BackendSource, Settings};
 use heroku_lb::demo::DemoBackends;
+use heroku_lb::discovery::heroku::api::ApiStats;
 use heroku_lb::discovery::heroku::PipelineSource;
 use heroku_lb::discovery::resolve::NameResolver;
 use heroku_lb::discovery::static_list::StaticSource;
 use heroku_lb::discovery::{AppDiscovery, AppSource};
+use heroku_lb::health::AppHealthCheck;
 use heroku_lb::proxy::AppProxy;
+use heroku_lb::status::StatusPage;
 use log::info;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backends, LoadBalancer};
 use pingora::prelude::{background_service, Opt, Server};
 use pingora::proxy::http_proxy_service_with_name;
+use std::sync::Arc;
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -28,18 +32,38 @@ fn main() {
     // With `-t` this exits 0 here: the configuration above was valid.
     server.bootstrap();
 
-    let (source, demo) = app_source(&settings);
+    let (source, api_stats, demo) = app_source(&settings);
+    let health = AppHealthCheck::new(&settings.health, &settings.upstream, &server.configuration);
     let discovery = AppDiscovery::new(
         source,
         NameResolver::new(settings.resolve_pins.clone()),
         settings.resolve_interval,
+        Some(health.clone()),
     );
+    let discovery_status = discovery.status();
     let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
     lb.update_frequency = Some(settings.discovery_tick());
-    let lb_service = background_service("discovery", lb);
+    lb.set_health_check(Box::new(health));
+    lb.health_check_frequency = Some(settings.health.interval);
+    lb.parallel_health_check = true;
+    let lb_service = background_service("discovery and health checks", lb);
     let lb = lb_service.task();
 
-    let proxy = AppProxy::new(lb, settings.upstream.clone(), settings.listen_port);
+    let status = StatusPage::new(
+        Arc::clone(&lb),
+        discovery_status,
+        api_stats,
+        settings.dyno.clone(),
+        settings.status_token.clone(),
+        settings.admin_prefix.clone(),
+    );
+    let proxy = AppProxy::new(
+        lb,
+        status,
+        settings.upstream.clone(),
+        settings.health.passive_5xx_threshold,
+        settings.listen_port,
+    );
     let mut proxy_service =
         http_proxy_service_with_name(&server.configuration, proxy, "heroku-lb proxy");
     proxy_service.add_tcp(&settings.listen);
@@ -55,12 +79,22 @@ fn main() {
     server.run_forever();
 }
 
-/// The source of backends the settings name; the demo also returns its servers.
-fn app_source(settings: &Settings) -> (Box<dyn AppSource>, Option<DemoBackends>) {
+/// The source of backends the settings name, the Platform API figures when it
+/// is the pipeline, and the demo servers when it is the demo.
+fn app_source(
+    settings: &Settings,
+) -> (
+    Box<dyn AppSource>,
+    Option<Arc<ApiStats>>,
+    Option<DemoBackends>,
+) {
     match &settings.source {
-        BackendSource::Static(urls) => (Box::new(StaticSource::new("static", urls)), None),
+        BackendSource::Static(urls) => (Box::new(StaticSource::new("static", urls)), None, None),
         BackendSource::Pipeline(pipeline) => match PipelineSource::new(pipeline) {
-            Ok(source) => (Box::new(source), None),
+            Ok(source) => {
+                let stats = source.api_stats();
+                (Box::new(source), Some(stats), None)
+            }
             Err(e) => fail(&e),
         },
         BackendSource::Demo => {
@@ -80,6 +114,7 @@ fn app_source(settings: &Settings) -> (Box<dyn AppSource>, Option<DemoBackends>)
             );
             (
                 Box::new(StaticSource::named("demo", demo.apps())),
+                None,
                 Some(demo),
             )
         }

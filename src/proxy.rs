@@ -5,14 +5,17 @@
 //! with that app's own `Host` and SNI (Heroku's router picks the app by
 //! them), plus the hop headers Heroku's router itself adds.
 //!
-//! Selection skips backends that are unhealthy, have no resolved address, or
-//! were already tried by this request; a connect failure is retried on another
-//! backend, a bounded number of times. With nothing to select, the client gets
-//! a quick 503. Pingora sets no upstream timeouts by default; ours follow
-//! Heroku's router (connect 5 s, 30 s per read, 55 s keep-alive idle).
+//! Paths under the admin prefix (`/_lb/`) are answered by `status/` and never
+//! forwarded. Selection skips backends that are unhealthy, not yet admitted,
+//! ejected, unresolved, or already tried by this request; a connect failure
+//! ejects that backend at once (passive ejection, as does a run of 5xx) and is
+//! retried on another one, a bounded number of times. With nothing to select,
+//! the client gets a quick 503. Pingora sets no upstream timeouts by default;
+//! ours follow Heroku's router (connect 5 s, 30 s per read, 55 s keep-alive idle).
 
 use crate::backend::AppTarget;
 use crate::config::UpstreamSettings;
+use crate::status::StatusPage;
 use async_trait::async_trait;
 use http::HeaderValue;
 use log::warn;
@@ -20,13 +23,14 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Longest client-supplied `X-Request-Id` kept, as Heroku's router does.
 const MAX_REQUEST_ID_LEN: usize = 200;
@@ -37,7 +41,10 @@ const MAX_SELECT_STEPS: usize = 1024;
 /// heroku-lb's proxy.
 pub struct AppProxy {
     lb: Arc<LoadBalancer<RoundRobin>>,
+    status: StatusPage,
     upstream: UpstreamSettings,
+    /// 5xx answers in a row that eject a backend (0: off).
+    passive_5xx_threshold: u32,
     /// Our own listening port, for `X-Forwarded-Port` when the client sent none.
     listen_port: String,
     request_ids: RequestIds,
@@ -52,17 +59,27 @@ pub struct RequestCtx {
     target: Option<Arc<AppTarget>>,
     /// The request id sent upstream, fixed on the first try.
     request_id: Option<String>,
+    /// When the current try's backend was chosen.
+    try_started: Option<Instant>,
+    /// The status the backend answered, if it answered.
+    upstream_status: Option<u16>,
+    /// The last try failed to connect (and was logged in `fail_to_connect`).
+    connect_failed: bool,
 }
 
 impl AppProxy {
     pub fn new(
         lb: Arc<LoadBalancer<RoundRobin>>,
+        status: StatusPage,
         upstream: UpstreamSettings,
+        passive_5xx_threshold: u32,
         listen_port: u16,
     ) -> Self {
         AppProxy {
             lb,
+            status,
             upstream,
+            passive_5xx_threshold,
             listen_port: listen_port.to_string(),
             request_ids: RequestIds::default(),
         }
@@ -74,26 +91,10 @@ impl AppProxy {
             .lb
             .select_with(b"", MAX_SELECT_STEPS, |backend, healthy| {
                 healthy
-                    && AppTarget::of(backend).is_some_and(|target| {
-                        target.addr().is_some() && !tried.contains(&target.id())
-                    })
+                    && AppTarget::of(backend)
+                        .is_some_and(|target| target.routable() && !tried.contains(&target.id()))
             })?;
         AppTarget::of(&backend).cloned()
-    }
-
-    fn peer_for(&self, target: &AppTarget) -> Option<HttpPeer> {
-        let addr = target.addr()?;
-        let url = target.url();
-        let mut peer = HttpPeer::new(addr, url.is_tls(), url.sni().to_string());
-        // One connection pool per app: apps behind one router address must
-        // never share a pooled connection (Host and SNI differ per app).
-        peer.group_key = target.id();
-        let options = &mut peer.options;
-        options.connection_timeout = Some(self.upstream.connect_timeout);
-        options.total_connection_timeout = Some(self.upstream.connect_timeout);
-        options.read_timeout = Some(self.upstream.first_byte_timeout);
-        options.idle_timeout = Some(self.upstream.idle_timeout);
-        Some(peer)
     }
 }
 
@@ -103,6 +104,13 @@ impl ProxyHttp for AppProxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+        if self.status.owns(session.req_header().uri.path()) {
+            return self.status.serve(session).await;
+        }
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -118,7 +126,7 @@ impl ProxyHttp for AppProxy {
             };
             return Err(Error::explain(ErrorType::HTTPStatus(503), why));
         };
-        let Some(peer) = self.peer_for(&target) else {
+        let Some(peer) = target.peer(&self.upstream) else {
             // Lost its address between selection and here: treat like a refusal.
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
@@ -128,6 +136,8 @@ impl ProxyHttp for AppProxy {
         ctx.tried.push(target.id());
         target.count_request();
         ctx.target = Some(target);
+        ctx.try_started = Some(Instant::now());
+        ctx.connect_failed = false;
         Ok(Box::new(peer))
     }
 
@@ -183,13 +193,20 @@ impl ProxyHttp for AppProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if upstream_response.status.is_server_error() {
-            if let Some(target) = &ctx.target {
+        // 1xx answers precede the real one.
+        if upstream_response.status.is_informational() {
+            return Ok(());
+        }
+        let status = upstream_response.status.as_u16();
+        ctx.upstream_status = Some(status);
+        if let Some(target) = &ctx.target {
+            if let Some(started) = ctx.try_started {
                 target
-                    .counters
-                    .responses_5xx
-                    .fetch_add(1, Ordering::Relaxed);
+                    .metrics
+                    .latency
+                    .observe(started.elapsed().as_secs_f64());
             }
+            target.record_response(status, self.passive_5xx_threshold);
         }
         Ok(())
     }
@@ -207,6 +224,7 @@ impl ProxyHttp for AppProxy {
                 .counters
                 .connect_failures
                 .fetch_add(1, Ordering::Relaxed);
+            target.eject(&format!("connect failed: {}", e.etype().as_str()));
             warn!(
                 "connect failed app={} url={} addr={} error=\"{}\" retry={retry}",
                 target.name(),
@@ -215,9 +233,28 @@ impl ProxyHttp for AppProxy {
                 e.etype().as_str()
             );
         }
+        ctx.connect_failed = true;
         // Nothing was sent yet, so any request may go to another backend.
         e.set_retry(retry);
         e
+    }
+
+    /// Connect failures are logged above, once, with the app; Pingora's own
+    /// retry warning would say the same again.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        matches!(context, ProxyWarnLogContext::UpstreamRetry) && ctx.connect_failed
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(target) = &ctx.target {
+            target.metrics.count(ctx.upstream_status);
+        }
     }
 
     async fn fail_to_proxy(

@@ -24,6 +24,13 @@ pub struct FileSettings {
     pub resolve_interval_seconds: Option<f64>,
     pub health_check_interval_seconds: Option<f64>,
     pub health_check_path: Option<String>,
+    pub health_check_timeout_seconds: Option<f64>,
+    pub health_check_rise: Option<u32>,
+    pub health_check_fall: Option<u32>,
+    /// Passing statuses: classes like `"2xx"` or single codes like `204`.
+    pub health_check_statuses: Option<Vec<serde_yaml::Value>>,
+    pub passive_5xx_threshold: Option<u32>,
+    pub admin_path_prefix: Option<String>,
     pub status_token: Option<String>,
     pub pipeline: Option<String>,
     pub pipeline_stage: Option<String>,

@@ -118,11 +118,30 @@ pub struct UpstreamSettings {
     pub connect_retries: usize,
 }
 
-/// Active health checking (used by `health.rs`).
+/// Active health checking (`health.rs`) and passive ejection (`proxy.rs`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthSettings {
     pub interval: Duration,
     pub path: String,
+    /// Limit of one whole check.
+    pub timeout: Duration,
+    /// Passing checks in a row that re-admit a backend.
+    pub rise: u32,
+    /// Failing checks in a row that evict it.
+    pub fall: u32,
+    /// Inclusive ranges of passing statuses.
+    pub statuses: Vec<(u16, u16)>,
+    /// 5xx answers in a row on live traffic that eject a backend (0: off).
+    pub passive_5xx_threshold: u32,
+}
+
+impl HealthSettings {
+    /// Whether a check answered with `status` passes.
+    pub fn passes(&self, status: u16) -> bool {
+        self.statuses
+            .iter()
+            .any(|(low, high)| (*low..=*high).contains(&status))
+    }
 }
 
 /// Everything heroku-lb needs beyond Pingora's `ServerConf`. No serde: the
@@ -142,6 +161,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// The dyno name when running on Heroku.
     pub dyno: Option<String>,
+    /// Paths under this prefix are answered by the balancer, never proxied.
+    pub admin_prefix: String,
 }
 
 impl Settings {
@@ -317,6 +338,29 @@ fn build_settings(
                 None => "/".to_string(),
             },
         },
+        timeout: seconds(
+            None,
+            file.health_check_timeout_seconds,
+            Duration::from_secs(2),
+            env,
+            key("health_check_timeout_seconds"),
+        )?,
+        rise: at_least_one(file.health_check_rise, 2)
+            .map_err(|r| ConfigError::new(key("health_check_rise"), r))?,
+        fall: at_least_one(file.health_check_fall, 2)
+            .map_err(|r| ConfigError::new(key("health_check_fall"), r))?,
+        statuses: match &file.health_check_statuses {
+            Some(list) => parse_statuses(list)
+                .map_err(|r| ConfigError::new(key("health_check_statuses"), r))?,
+            None => vec![(200, 399)],
+        },
+        passive_5xx_threshold: file.passive_5xx_threshold.unwrap_or(5),
+    };
+    let admin_prefix = match &file.admin_path_prefix {
+        Some(prefix) => {
+            check_prefix(prefix).map_err(|r| ConfigError::new(key("admin_path_prefix"), r))?
+        }
+        None => "/_lb/".to_string(),
     };
 
     let upstream = UpstreamSettings {
@@ -369,6 +413,7 @@ fn build_settings(
         status_token: env.var(env::LB_STATUS_TOKEN).or(file.status_token.clone()),
         upstream,
         dyno,
+        admin_prefix,
     })
 }
 
@@ -565,6 +610,52 @@ fn check_path(path: &str) -> Result<String, String> {
     Ok(path.to_string())
 }
 
+fn at_least_one(value: Option<u32>, default: u32) -> Result<u32, String> {
+    match value {
+        Some(0) => Err("must be at least 1".to_string()),
+        Some(value) => Ok(value),
+        None => Ok(default),
+    }
+}
+
+/// `["2xx", 304]` → `[(200, 299), (304, 304)]`.
+fn parse_statuses(list: &[serde_yaml::Value]) -> Result<Vec<(u16, u16)>, String> {
+    let mut ranges = Vec::with_capacity(list.len());
+    for item in list {
+        let text = match item {
+            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::String(s) => s.trim().to_ascii_lowercase(),
+            _ => return Err("expected status codes like 200 or classes like \"2xx\"".to_string()),
+        };
+        let range = match text.strip_suffix("xx") {
+            Some(class) => match class.parse::<u16>() {
+                Ok(class @ 1..=5) => (class * 100, class * 100 + 99),
+                _ => return Err(format!("'{text}' is not a status class (1xx to 5xx)")),
+            },
+            None => match text.parse::<u16>() {
+                Ok(code @ 100..=599) => (code, code),
+                _ => return Err(format!("'{text}' is not an HTTP status code")),
+            },
+        };
+        ranges.push(range);
+    }
+    if ranges.is_empty() {
+        return Err("the list is empty: no check could pass".to_string());
+    }
+    Ok(ranges)
+}
+
+fn check_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.len() < 3
+        || !prefix.starts_with('/')
+        || !prefix.ends_with('/')
+        || prefix.contains(char::is_whitespace)
+    {
+        return Err(format!("'{prefix}' is not a path prefix such as /_lb/"));
+    }
+    Ok(prefix.to_string())
+}
+
 fn check_stage(stage: &str) -> Result<String, String> {
     let stage = stage.to_ascii_lowercase();
     if STAGES.contains(&stage.as_str()) {
@@ -725,6 +816,18 @@ mod tests {
         let error =
             load_with("version: 1\n", &[]).expect_err("pingora's 300 s default grace is too long");
         assert!(error.culprit.contains("grace_period_seconds"), "{error}");
+    }
+
+    #[test]
+    fn health_statuses_accept_classes_and_codes() {
+        let yaml = format!("{BASE}heroku_lb:\n  health_check_statuses: [\"2xx\", 301]\n");
+        let settings = load_with(&yaml, &[]).expect("statuses load");
+        assert!(settings.health.passes(204));
+        assert!(settings.health.passes(301));
+        assert!(!settings.health.passes(302));
+        let yaml = format!("{BASE}heroku_lb:\n  health_check_statuses: [\"6xx\"]\n");
+        let error = load_with(&yaml, &[]).expect_err("bad class");
+        assert!(error.culprit.contains("health_check_statuses"), "{error}");
     }
 
     #[test]

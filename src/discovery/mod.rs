@@ -19,6 +19,7 @@ pub mod resolve;
 pub mod static_list;
 
 use crate::backend::{AppTarget, BackendUrl};
+use crate::health::AppHealthCheck;
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::lb::discovery::ServiceDiscovery;
@@ -114,6 +115,8 @@ pub struct AppDiscovery {
     source: Box<dyn AppSource>,
     resolver: NameResolver,
     resolve_interval: Duration,
+    /// Checks new backends at once, so they take traffic only after a pass.
+    first_check: Option<AppHealthCheck>,
     state: tokio::sync::Mutex<DiscoveryState>,
     status: Arc<DiscoveryStatus>,
 }
@@ -124,6 +127,7 @@ impl AppDiscovery {
         source: Box<dyn AppSource>,
         resolver: NameResolver,
         resolve_interval: Duration,
+        first_check: Option<AppHealthCheck>,
     ) -> Self {
         let now = Instant::now();
         let status = DiscoveryStatus::default();
@@ -132,6 +136,7 @@ impl AppDiscovery {
             source,
             resolver,
             resolve_interval,
+            first_check,
             state: tokio::sync::Mutex::new(DiscoveryState {
                 next_round: Some(now),
                 apps: None,
@@ -192,7 +197,7 @@ impl AppDiscovery {
     }
 
     /// Make the target set match the app list: new URLs get a target (and a
-    /// number), gone URLs lose theirs. Returns the targets still unresolved.
+    /// number), gone URLs lose theirs. Returns the new targets.
     fn sync_targets(&self, state: &mut DiscoveryState, apps: &[AppSpec]) -> Vec<Arc<AppTarget>> {
         state
             .targets
@@ -207,9 +212,7 @@ impl AppDiscovery {
                 ));
                 state.next_id += 1;
                 state.targets.insert(app.url.clone(), Arc::clone(&target));
-                if target.addr().is_none() {
-                    fresh.push(target);
-                }
+                fresh.push(target);
             }
         }
         let live: Vec<u64> = state.targets.values().map(|t| t.id()).collect();
@@ -280,18 +283,28 @@ impl ServiceDiscovery for AppDiscovery {
             self.run_round(&mut state, now).await;
         }
         let apps = state.apps.clone().unwrap_or_default();
-        let mut to_resolve = self.sync_targets(&mut state, &apps);
-        if now >= state.next_resolve {
-            to_resolve = state
-                .targets
-                .values()
-                .filter(|target| target.url().ip().is_none())
-                .cloned()
-                .collect();
+        let fresh = self.sync_targets(&mut state, &apps);
+        let to_resolve: Vec<Arc<AppTarget>> = if now >= state.next_resolve {
             state.next_resolve = now + self.resolve_interval;
-        }
+            state.targets.values().cloned().collect()
+        } else {
+            fresh.clone()
+        };
+        let to_resolve: Vec<_> = to_resolve
+            .into_iter()
+            .filter(|t| t.url().ip().is_none())
+            .collect();
         if !to_resolve.is_empty() {
             self.resolve(&mut state, to_resolve).await;
+        }
+        if let Some(check) = &self.first_check {
+            let mut checks = tokio::task::JoinSet::new();
+            for target in fresh {
+                let check = check.clone();
+                checks.spawn(async move { check.check_target(&target).await });
+            }
+            // Results are recorded on the targets; a failure only delays admission.
+            while checks.join_next().await.is_some() {}
         }
         let backends = apps
             .iter()
@@ -393,6 +406,7 @@ mod tests {
             Box::new(Shared(Arc::clone(&source))),
             NameResolver::new(pins),
             Duration::from_secs(60),
+            None,
         );
         (discovery, source)
     }

@@ -1,0 +1,124 @@
+//! Every Prometheus metric heroku-lb exports, registered in one place and
+//! rendered as text on `/_lb/metrics` (see `status/`).
+//!
+//! The proxy, health check and discovery count into these; values that are
+//! state rather than events (health, rate limit, discovery figures) are set
+//! from a fresh status snapshot at scrape time, so a scrape always agrees with
+//! `/_lb/status`. Per-backend handles are looked up once per backend and kept
+//! in its `AppTarget`, so the request path does no label hashing. Names follow
+//! Prometheus conventions: one `heroku_lb_` prefix, `_total` counters,
+//! `_seconds` durations.
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    TextEncoder,
+};
+use std::sync::OnceLock;
+
+/// The metric families.
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub upstream_latency: HistogramVec,
+    pub backend_healthy: IntGaugeVec,
+    pub health_check_failures: IntCounterVec,
+    pub passive_ejections: IntCounterVec,
+    pub discovery_rounds: IntGauge,
+    pub discovery_errors: IntGauge,
+    pub api_rate_limit_remaining: IntGauge,
+    pub api_requests: IntGauge,
+    pub backends: IntGauge,
+}
+
+/// Status classes used as the `class` label of requests.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn registered() -> Result<Metrics, prometheus::Error> {
+    Ok(Metrics {
+        requests: register_int_counter_vec!(
+            "heroku_lb_requests_total",
+            "Proxied requests by backend app and response status class (error: no response).",
+            &["backend", "class"]
+        )?,
+        upstream_latency: register_histogram_vec!(
+            "heroku_lb_upstream_latency_seconds",
+            "Time from choosing a backend to its response header.",
+            &["backend"],
+            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+        )?,
+        backend_healthy: register_int_gauge_vec!(
+            "heroku_lb_backend_healthy",
+            "1 when the backend takes traffic, else 0.",
+            &["backend"]
+        )?,
+        health_check_failures: register_int_counter_vec!(
+            "heroku_lb_health_check_failures_total",
+            "Failed active health checks by backend and reason.",
+            &["backend", "reason"]
+        )?,
+        passive_ejections: register_int_counter_vec!(
+            "heroku_lb_passive_ejections_total",
+            "Backends taken out of rotation by failures seen on live traffic.",
+            &["backend"]
+        )?,
+        discovery_rounds: register_int_gauge!(
+            "heroku_lb_discovery_rounds_total",
+            "Discovery rounds run."
+        )?,
+        discovery_errors: register_int_gauge!(
+            "heroku_lb_discovery_errors_total",
+            "Discovery rounds that failed."
+        )?,
+        api_rate_limit_remaining: register_int_gauge!(
+            "heroku_lb_platform_api_ratelimit_remaining",
+            "Last RateLimit-Remaining answered by the Heroku Platform API (-1: not yet known)."
+        )?,
+        api_requests: register_int_gauge!(
+            "heroku_lb_platform_api_requests_total",
+            "Requests sent to the Heroku Platform API."
+        )?,
+        backends: register_int_gauge!("heroku_lb_backends", "Backends known to the balancer.")?,
+    })
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    // Registration only fails on a duplicate name or a malformed definition,
+    // both fixed at compile time here.
+    METRICS.get_or_init(|| registered().expect("metric definitions are valid and registered once"))
+}
+
+/// Per-backend handles, resolved once when the backend appears.
+#[derive(Debug)]
+pub struct TargetMetrics {
+    by_class: [IntCounter; 5],
+    no_response: IntCounter,
+    pub latency: Histogram,
+}
+
+impl TargetMetrics {
+    pub fn new(backend: &str) -> Self {
+        let m = metrics();
+        TargetMetrics {
+            by_class: CLASSES.map(|class| m.requests.with_label_values(&[backend, class])),
+            no_response: m.requests.with_label_values(&[backend, "error"]),
+            latency: m.upstream_latency.with_label_values(&[backend]),
+        }
+    }
+
+    /// Count a response with `status`, or a request that got none (`None`).
+    pub fn count(&self, status: Option<u16>) {
+        match status {
+            Some(code @ 100..=599) => self.by_class[(code / 100 - 1) as usize].inc(),
+            _ => self.no_response.inc(),
+        }
+    }
+}
+
+/// The default registry in Prometheus text format.
+pub fn render() -> Result<Vec<u8>, prometheus::Error> {
+    let mut out = Vec::with_capacity(8 * 1024);
+    TextEncoder::new().encode(&prometheus::gather(), &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,468 @@
+//! What the balancer sees, for operators: the `/_lb/` endpoints, answered by
+//! the proxy's `request_filter` and never forwarded upstream.
+//!
+//! Routes (under the configurable prefix, `/_lb/` by default):
+//! - `GET status`: [`StatusSnapshot`] as JSON, or as an HTML page for a
+//!   browser (`html.rs`). 200 while at least one backend is healthy, 503 when
+//!   none is, so an uptime monitor can watch it. With `LB_STATUS_TOKEN` set,
+//!   only `Authorization: Bearer <token>` gets the detail; others get the
+//!   [`Summary`] (no hostnames).
+//! - `GET metrics`: Prometheus text (`metrics.rs`), with state gauges set from
+//!   a fresh snapshot.
+//!
+//! Input: the `LoadBalancer` (membership and Pingora's health), each
+//! `AppTarget` (address, checks, counters), discovery's status and the
+//! Platform API figures. Nothing here changes state.
+
+mod html;
+mod time;
+
+use crate::backend::AppTarget;
+use crate::discovery::heroku::api::ApiStats;
+use crate::discovery::DiscoveryStatus;
+use crate::metrics::{self, metrics};
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::LoadBalancer;
+use pingora::proxy::Session;
+use pingora::Result;
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The whole picture, as `/_lb/status` serves it to an authorized caller.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusSnapshot {
+    /// `ok` (all backends healthy), `degraded` (some), `down` (none).
+    pub status: &'static str,
+    /// The dyno (`DYNO`), when on Heroku.
+    pub instance: Option<String>,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub policy: &'static str,
+    pub backends_total: usize,
+    pub backends_healthy: usize,
+    pub discovery: DiscoveryView,
+    pub backends: Vec<BackendView>,
+}
+
+/// What a caller without the token sees.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub status: &'static str,
+    pub backends_total: usize,
+    pub backends_healthy: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiscoveryView {
+    pub source: String,
+    pub rounds: u64,
+    pub failed_rounds: u64,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub apps_known: usize,
+    /// Platform API figures (pipeline discovery only).
+    pub api_requests: Option<u64>,
+    pub api_rate_limit_remaining: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendView {
+    /// The app name (static mode: the host).
+    pub name: String,
+    pub url: String,
+    /// Takes traffic now.
+    pub healthy: bool,
+    /// Why not, when not: `unresolved`, `awaiting first check`, `ejected`, `failing checks`.
+    pub state: &'static str,
+    pub weight: usize,
+    pub address: Option<String>,
+    pub last_check: Option<String>,
+    pub last_check_ok: Option<bool>,
+    pub last_check_at: Option<String>,
+    pub consecutive_failures: u32,
+    pub requests: u64,
+    pub responses_5xx: u64,
+    pub connect_failures: u64,
+}
+
+/// The `/_lb/` endpoints.
+pub struct StatusPage {
+    lb: Arc<LoadBalancer<RoundRobin>>,
+    discovery: Arc<DiscoveryStatus>,
+    api: Option<Arc<ApiStats>>,
+    started: Instant,
+    instance: Option<String>,
+    token: Option<String>,
+    prefix: String,
+}
+
+impl StatusPage {
+    pub fn new(
+        lb: Arc<LoadBalancer<RoundRobin>>,
+        discovery: Arc<DiscoveryStatus>,
+        api: Option<Arc<ApiStats>>,
+        instance: Option<String>,
+        token: Option<String>,
+        prefix: String,
+    ) -> Self {
+        StatusPage {
+            lb,
+            discovery,
+            api,
+            started: Instant::now(),
+            instance,
+            token,
+            prefix,
+        }
+    }
+
+    /// Whether `path` belongs to the balancer rather than the apps.
+    pub fn owns(&self, path: &str) -> bool {
+        path.starts_with(&self.prefix) || path == self.prefix.trim_end_matches('/')
+    }
+
+    /// Build the snapshot now.
+    pub fn snapshot(&self) -> StatusSnapshot {
+        let backends: Vec<BackendView> = self
+            .lb
+            .backends()
+            .get_backend()
+            .iter()
+            .filter_map(|backend| {
+                let target = AppTarget::of(backend)?;
+                Some(backend_view(
+                    target,
+                    backend.weight,
+                    self.lb.backends().ready(backend),
+                ))
+            })
+            .collect();
+        let healthy = backends.iter().filter(|backend| backend.healthy).count();
+        let status = if healthy == 0 {
+            "down"
+        } else if healthy < backends.len() {
+            "degraded"
+        } else {
+            "ok"
+        };
+        let discovery = self.discovery.snapshot();
+        StatusSnapshot {
+            status,
+            instance: self.instance.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            policy: "round_robin",
+            backends_total: backends.len(),
+            backends_healthy: healthy,
+            discovery: DiscoveryView {
+                source: discovery.source,
+                rounds: discovery.rounds,
+                failed_rounds: discovery.failed_rounds,
+                last_success: discovery.last_success.map(time::rfc3339),
+                last_error_at: discovery
+                    .last_error
+                    .as_ref()
+                    .map(|(_, at)| time::rfc3339(*at)),
+                last_error: discovery.last_error.map(|(message, _)| message),
+                apps_known: discovery.apps_known,
+                api_requests: self.api.as_ref().map(|api| api.requests()),
+                api_rate_limit_remaining: self
+                    .api
+                    .as_ref()
+                    .and_then(|api| api.rate_limit_remaining()),
+            },
+            backends,
+        }
+    }
+
+    /// Answer a request under the prefix. Always handles it (returns `true`).
+    pub async fn serve(&self, session: &mut Session) -> Result<bool> {
+        let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.clone();
+        if method != http::Method::GET && method != http::Method::HEAD {
+            respond(
+                session,
+                405,
+                "text/plain; charset=utf-8",
+                b"method not allowed\n".to_vec(),
+            )
+            .await?;
+            return Ok(true);
+        }
+        let route = path.strip_prefix(&self.prefix).unwrap_or("");
+        match route {
+            "status" => {
+                let snapshot = self.snapshot();
+                let code = if snapshot.backends_healthy > 0 {
+                    200
+                } else {
+                    503
+                };
+                let authorized = self.authorized(session);
+                let (content_type, body) = if wants_html(session) {
+                    (
+                        "text/html; charset=utf-8",
+                        html::render(&snapshot, authorized).into_bytes(),
+                    )
+                } else if authorized {
+                    ("application/json", to_json(&snapshot))
+                } else {
+                    ("application/json", to_json(&summary(&snapshot)))
+                };
+                respond(session, code, content_type, body).await?;
+            }
+            "metrics" => {
+                self.update_gauges(&self.snapshot());
+                match metrics::render() {
+                    Ok(body) => {
+                        respond(
+                            session,
+                            200,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                            body,
+                        )
+                        .await?
+                    }
+                    Err(e) => {
+                        respond(
+                            session,
+                            500,
+                            "text/plain; charset=utf-8",
+                            format!("{e}\n").into_bytes(),
+                        )
+                        .await?
+                    }
+                }
+            }
+            _ => {
+                let body = format!("not found; try {0}status or {0}metrics\n", self.prefix);
+                respond(session, 404, "text/plain; charset=utf-8", body.into_bytes()).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// With a token configured, the caller must present it as a bearer token.
+    fn authorized(&self, session: &Session) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+    }
+
+    fn update_gauges(&self, snapshot: &StatusSnapshot) {
+        let m = metrics();
+        m.backend_healthy.reset();
+        for backend in &snapshot.backends {
+            m.backend_healthy
+                .with_label_values(&[backend.name.as_str()])
+                .set(i64::from(backend.healthy));
+        }
+        m.backends.set(snapshot.backends_total as i64);
+        m.discovery_rounds.set(snapshot.discovery.rounds as i64);
+        m.discovery_errors
+            .set(snapshot.discovery.failed_rounds as i64);
+        m.api_requests
+            .set(snapshot.discovery.api_requests.unwrap_or(0) as i64);
+        m.api_rate_limit_remaining.set(
+            snapshot
+                .discovery
+                .api_rate_limit_remaining
+                .map_or(-1, |remaining| remaining as i64),
+        );
+    }
+}
+
+fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> BackendView {
+    let (last, consecutive_failures) = target.health_view();
+    let state = if target.addr().is_none() {
+        "unresolved"
+    } else if !target.is_admitted() {
+        "awaiting first check"
+    } else if target.is_ejected() {
+        "ejected"
+    } else if !pingora_healthy {
+        "failing checks"
+    } else {
+        "healthy"
+    };
+    BackendView {
+        name: target.name().to_string(),
+        url: target.url().to_string(),
+        healthy: state == "healthy",
+        state,
+        weight,
+        address: target.addr().map(|addr| addr.to_string()),
+        last_check_ok: last.as_ref().map(|outcome| outcome.ok),
+        last_check_at: last.as_ref().map(|outcome| time::rfc3339(outcome.at)),
+        last_check: last.map(|outcome| outcome.detail),
+        consecutive_failures,
+        requests: target.counters.requests.load(Ordering::Relaxed),
+        responses_5xx: target.counters.responses_5xx.load(Ordering::Relaxed),
+        connect_failures: target.counters.connect_failures.load(Ordering::Relaxed),
+    }
+}
+
+fn summary(snapshot: &StatusSnapshot) -> Summary {
+    Summary {
+        status: snapshot.status,
+        backends_total: snapshot.backends_total,
+        backends_healthy: snapshot.backends_healthy,
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain structs of strings and numbers cannot fail.
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    body
+}
+
+fn wants_html(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get("accept")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+async fn respond(
+    session: &mut Session,
+    code: u16,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<()> {
+    let mut response = ResponseHeader::build(code, Some(4))?;
+    response.insert_header("Content-Type", content_type)?;
+    response.insert_header("Content-Length", body.len().to_string())?;
+    response.insert_header("Cache-Control", "no-store")?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(response), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Compare without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut difference = a.len() ^ b.len();
+    for (i, byte) in b.iter().enumerate() {
+        difference |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    difference == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn sample() -> StatusSnapshot {
+        StatusSnapshot {
+            status: "degraded",
+            instance: Some("web.1".into()),
+            version: "0.1.0",
+            uptime_seconds: 42,
+            policy: "round_robin",
+            backends_total: 2,
+            backends_healthy: 1,
+            discovery: DiscoveryView {
+                source: "static".into(),
+                rounds: 1,
+                failed_rounds: 0,
+                last_success: Some("2026-11-23T09:00:00Z".into()),
+                last_error: None,
+                last_error_at: None,
+                apps_known: 2,
+                api_requests: None,
+                api_rate_limit_remaining: None,
+            },
+            backends: vec![
+                BackendView {
+                    name: "shop-1".into(),
+                    url: "https://shop-1.herokuapp.com".into(),
+                    healthy: true,
+                    state: "healthy",
+                    weight: 1,
+                    address: Some("127.0.0.1:443".into()),
+                    last_check: Some("ok".into()),
+                    last_check_ok: Some(true),
+                    last_check_at: Some("2026-11-23T09:00:01Z".into()),
+                    consecutive_failures: 0,
+                    requests: 10,
+                    responses_5xx: 0,
+                    connect_failures: 0,
+                },
+                BackendView {
+                    name: "shop-<2>".into(),
+                    url: "https://shop-2.herokuapp.com".into(),
+                    healthy: false,
+                    state: "failing checks",
+                    weight: 1,
+                    address: Some("127.0.0.1:443".into()),
+                    last_check: Some("status 503".into()),
+                    last_check_ok: Some(false),
+                    last_check_at: Some("2026-11-23T09:00:01Z".into()),
+                    consecutive_failures: 3,
+                    requests: 4,
+                    responses_5xx: 4,
+                    connect_failures: 0,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_summary_carries_no_hostnames() {
+        let json = String::from_utf8(to_json(&summary(&sample()))).expect("utf-8");
+        assert!(json.contains("\"degraded\""));
+        assert!(!json.contains("herokuapp"));
+        assert!(!json.contains("shop-1"));
+    }
+
+    #[test]
+    fn the_detail_has_every_backend_field() {
+        let value: serde_json::Value = serde_json::from_slice(&to_json(&sample())).expect("json");
+        let backend = &value["backends"][1];
+        for field in [
+            "name",
+            "url",
+            "healthy",
+            "weight",
+            "address",
+            "last_check",
+            "last_check_at",
+            "consecutive_failures",
+            "requests",
+            "responses_5xx",
+        ] {
+            assert!(backend.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(value["instance"], "web.1");
+    }
+
+    #[test]
+    fn token_comparison_needs_the_exact_token() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cretx", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"s3cret"));
+    }
+}
