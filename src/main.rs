@@ -20,7 +20,7 @@ use pingora::proxy::http_proxy_service_with_name;
 use std::sync::Arc;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     let mut opt = Opt::parse_args();
     let (settings, server_conf) = match config::load(opt.conf.as_deref(), &ProcessEnv) {
         Ok(loaded) => loaded,
@@ -119,6 +119,33 @@ fn app_source(
             )
         }
     }
+}
+
+/// Logs go to stdout, one line each, for Heroku's logplex; `RUST_LOG` sets
+/// the level. Request lines are already logfmt and are written as they are.
+/// Off Heroku (no `DYNO`) lines get a timestamp; on Heroku logplex adds one.
+fn init_logging() {
+    use std::io::Write;
+    let on_heroku = std::env::var_os(heroku_lb::config::env::DYNO).is_some();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stdout)
+        .format(move |out, record| {
+            if !on_heroku {
+                write!(out, "{} ", out.timestamp_seconds())?;
+            }
+            if record.target() == heroku_lb::proxy::ACCESS_LOG_TARGET {
+                writeln!(out, "{}", record.args())
+            } else {
+                writeln!(
+                    out,
+                    "level={} module={} {}",
+                    record.level().as_str().to_lowercase(),
+                    record.target(),
+                    record.args()
+                )
+            }
+        })
+        .init();
 }
 
 fn fail(message: &str) -> ! {

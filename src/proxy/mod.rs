@@ -13,12 +13,18 @@
 //! the client gets a quick 503. Pingora sets no upstream timeouts by default;
 //! ours follow Heroku's router (connect 5 s, 30 s per read, 55 s keep-alive idle).
 
+mod access_log;
+mod hop_headers;
+
+pub use access_log::TARGET as ACCESS_LOG_TARGET;
+
 use crate::backend::AppTarget;
 use crate::config::UpstreamSettings;
 use crate::status::StatusPage;
+use access_log::AccessRecord;
 use async_trait::async_trait;
-use http::HeaderValue;
-use log::warn;
+use hop_headers::{forwarded_for, valid_request_id, RequestIds};
+use log::{log, log_enabled, warn, Level};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
@@ -26,14 +32,9 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Longest client-supplied `X-Request-Id` kept, as Heroku's router does.
-const MAX_REQUEST_ID_LEN: usize = 200;
 
 /// How many selection steps one pick may take before giving up.
 const MAX_SELECT_STEPS: usize = 1024;
@@ -51,8 +52,11 @@ pub struct AppProxy {
 }
 
 /// Per-request state.
-#[derive(Default)]
 pub struct RequestCtx {
+    /// When the request arrived (for `service_ms`).
+    started: Instant,
+    /// Time to connect (or reuse a connection) on the last try.
+    connect_ms: Option<u128>,
     /// Ids of the targets this request was sent to, in order.
     tried: Vec<u64>,
     /// The target of the current (last) try.
@@ -103,10 +107,30 @@ impl ProxyHttp for AppProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            started: Instant::now(),
+            connect_ms: None,
+            tried: Vec::new(),
+            target: None,
+            request_id: None,
+            try_started: None,
+            upstream_status: None,
+            connect_failed: false,
+        }
     }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Fixed once per request, so retries and the access line share it.
+        let incoming = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| valid_request_id(id));
+        ctx.request_id = Some(match incoming {
+            Some(id) => id.to_string(),
+            None => self.request_ids.next(),
+        });
         if self.status.owns(session.req_header().uri.path()) {
             return self.status.serve(session).await;
         }
@@ -170,16 +194,6 @@ impl ProxyHttp for AppProxy {
         }
         if !headers.contains_key("x-forwarded-port") {
             upstream_request.insert_header("X-Forwarded-Port", self.listen_port.as_str())?;
-        }
-        if ctx.request_id.is_none() {
-            let incoming = headers
-                .get("x-request-id")
-                .and_then(|value| value.to_str().ok())
-                .filter(|id| valid_request_id(id));
-            ctx.request_id = Some(match incoming {
-                Some(id) => id.to_string(),
-                None => self.request_ids.next(),
-            });
         }
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header("X-Request-Id", id.as_str())?;
@@ -251,10 +265,68 @@ impl ProxyHttp for AppProxy {
         matches!(context, ProxyWarnLogContext::UpstreamRetry) && ctx.connect_failed
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.connect_ms = ctx.try_started.map(|started| started.elapsed().as_millis());
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(target) = &ctx.target {
             target.metrics.count(ctx.upstream_status);
         }
+        let level = if e.is_some() {
+            Level::Error
+        } else {
+            Level::Info
+        };
+        if !log_enabled!(target: access_log::TARGET, level) {
+            return;
+        }
+        let request = session.req_header();
+        let host = request
+            .headers
+            .get("host")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("-");
+        let fwd = request
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|list| list.split(',').next())
+            .map(|first| first.trim().to_string())
+            .or_else(|| {
+                session
+                    .client_addr()
+                    .and_then(|addr| addr.as_inet())
+                    .map(|addr| addr.ip().to_string())
+            })
+            .unwrap_or_else(|| "-".to_string());
+        let description = e.map(|e| e.to_string());
+        let url = ctx.target.as_ref().map(|target| target.url().to_string());
+        let record = AccessRecord {
+            error: description.as_deref(),
+            method: request.method.as_str(),
+            path: request.uri.path(),
+            host,
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            backend: url.as_deref(),
+            app: ctx.target.as_ref().map(|target| target.name()),
+            connect_ms: ctx.connect_ms,
+            service_ms: ctx.started.elapsed().as_millis(),
+            bytes: session.body_bytes_sent(),
+            request_id: ctx.request_id.as_deref(),
+            fwd: &fwd,
+        };
+        log!(target: access_log::TARGET, level, "{}", record.line());
     }
 
     async fn fail_to_proxy(
@@ -298,100 +370,9 @@ fn error_status(e: &Error) -> u16 {
     }
 }
 
-/// `X-Forwarded-For` for the next hop: what the client sent (all lines,
-/// joined) with the client's address appended.
-fn forwarded_for<'a>(
-    incoming: impl Iterator<Item = &'a HeaderValue>,
-    client_ip: Option<&str>,
-) -> Option<String> {
-    let mut parts: Vec<&str> = incoming
-        .filter_map(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|value| !value.is_empty())
-        .collect();
-    parts.extend(client_ip);
-    (!parts.is_empty()).then(|| parts.join(", "))
-}
-
-/// A client's request id is kept when it is 1 to 200 visible ASCII characters.
-fn valid_request_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// Request ids in UUID form: a per-process random key hashed with a counter.
-/// Unique per process, unguessable enough for tracing; not a secret.
-struct RequestIds {
-    keys: (RandomState, RandomState),
-    counter: AtomicU64,
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        RequestIds {
-            keys: (RandomState::new(), RandomState::new()),
-            counter: AtomicU64::new(0),
-        }
-    }
-}
-
-impl RequestIds {
-    fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let high = self.keys.0.hash_one(n);
-        let low = self.keys.1.hash_one(n);
-        // Version 4 / variant 1 bits, so the id reads as a UUID.
-        let high = (high & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-        let low = (low & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            high >> 32,
-            (high >> 16) & 0xffff,
-            high & 0xffff,
-            low >> 48,
-            low & 0xffff_ffff_ffff
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn header(value: &str) -> HeaderValue {
-        HeaderValue::from_str(value).expect("valid header value")
-    }
-
-    #[test]
-    fn forwarded_for_appends_the_client() {
-        let incoming = [header("203.0.113.7"), header("198.51.100.2, 10.0.0.1")];
-        assert_eq!(
-            forwarded_for(incoming.iter(), Some("127.0.0.1")).as_deref(),
-            Some("203.0.113.7, 198.51.100.2, 10.0.0.1, 127.0.0.1")
-        );
-        assert_eq!(
-            forwarded_for([].iter(), Some("127.0.0.1")).as_deref(),
-            Some("127.0.0.1")
-        );
-        assert_eq!(forwarded_for([].iter(), None), None);
-    }
-
-    #[test]
-    fn request_ids_are_kept_up_to_200_visible_characters() {
-        assert!(valid_request_id("abc-123"));
-        assert!(valid_request_id(&"x".repeat(200)));
-        assert!(!valid_request_id(&"x".repeat(201)));
-        assert!(!valid_request_id(""));
-        assert!(!valid_request_id("has space"));
-    }
-
-    #[test]
-    fn generated_request_ids_look_like_uuids_and_differ() {
-        let ids = RequestIds::default();
-        let (a, b) = (ids.next(), ids.next());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(a.as_bytes()[14], b'4');
-    }
 
     #[test]
     fn timeouts_answer_504_and_other_upstream_errors_502() {
