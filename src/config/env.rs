@@ -37,8 +37,10 @@ pub const HEROKU_API_URL: &str = "HEROKU_API_URL";
 pub const DISCOVERY_INTERVAL: &str = "DISCOVERY_INTERVAL";
 /// Set by Heroku on every dyno (`web.1`); never set elsewhere.
 pub const DYNO: &str = "DYNO";
+/// Log level, read by env_logger in `main.rs`.
+pub const RUST_LOG: &str = "RUST_LOG";
 
-/// Every variable the configuration reads, for documentation checks.
+/// Every variable heroku-lb reads; `app.json` declares all but [`SET_BY_HEROKU`].
 pub const ALL: &[&str] = &[
     PORT,
     LB_LISTEN_HOST,
@@ -54,7 +56,11 @@ pub const ALL: &[&str] = &[
     HEROKU_API_URL,
     DISCOVERY_INTERVAL,
     DYNO,
+    RUST_LOG,
 ];
+
+/// Variables Heroku sets itself; `app.json` cannot declare them.
+pub const SET_BY_HEROKU: &[&str] = &[PORT, DYNO];
 
 /// Where variables come from.
 pub trait Env {
