@@ -23,8 +23,8 @@ use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 /// A backend's identity: scheme, host and port of its URL. Paths, queries and
@@ -225,6 +225,10 @@ pub struct AppTarget {
     consecutive_5xx: AtomicU32,
     /// Written by checks, read by status; never touched on the request path.
     health: Mutex<HealthRecord>,
+    /// Requests at this backend now (see `selection::InFlight`).
+    in_flight: AtomicUsize,
+    /// This target's sticky-cookie token, computed on first use (`sticky.rs`).
+    sticky_token: OnceLock<String>,
 }
 
 impl AppTarget {
@@ -245,6 +249,8 @@ impl AppTarget {
             ejected: AtomicBool::new(false),
             consecutive_5xx: AtomicU32::new(0),
             health: Mutex::new(HealthRecord::default()),
+            in_flight: AtomicUsize::new(0),
+            sticky_token: OnceLock::new(),
         }
     }
 
@@ -310,6 +316,21 @@ impl AppTarget {
     /// Count one request sent to this target.
     pub fn count_request(&self) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests at this backend now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The in-flight counter itself, for `selection::InFlight` only.
+    pub(crate) fn in_flight_counter(&self) -> &AtomicUsize {
+        &self.in_flight
+    }
+
+    /// The sticky token, made by `make` the first time.
+    pub(crate) fn sticky_token(&self, make: impl FnOnce() -> String) -> &str {
+        self.sticky_token.get_or_init(make)
     }
 
     /// Whether selection may pick this target (Pingora's health aside):

@@ -13,6 +13,8 @@
 //! - [`discovery`]: the `ServiceDiscovery` Pingora's `LoadBalancer` runs: app sources
 //!   (static list, demo) and background name resolution.
 //! - [`health`]: `AppHealthCheck`, TCP then HTTP with each app's Host and SNI.
+//! - [`selection`]: the balancing policy (round robin, least connections) and in-flight counts.
+//! - [`sticky`]: the sticky-session cookie.
 //! - [`proxy`]: the `ProxyHttp` implementation: `/_lb/` routing, selection, retries, passive
 //!   ejection, hop headers, errors, per-request metrics.
 //! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
@@ -28,4 +30,6 @@ pub mod discovery;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod selection;
 pub mod status;
+pub mod sticky;

@@ -11,8 +11,10 @@ use heroku_lb::discovery::static_list::StaticSource;
 use heroku_lb::discovery::{AppDiscovery, AppSource};
 use heroku_lb::health::AppHealthCheck;
 use heroku_lb::proxy::AppProxy;
+use heroku_lb::selection::Selector;
 use heroku_lb::status::StatusPage;
-use log::info;
+use heroku_lb::sticky::StickyCookie;
+use log::{info, warn};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backends, LoadBalancer};
 use pingora::prelude::{background_service, Opt, Server};
@@ -49,8 +51,19 @@ fn main() {
     let lb_service = background_service("discovery and health checks", lb);
     let lb = lb_service.task();
 
+    let sticky = settings.sticky.as_ref().map(|sticky| {
+        if sticky.default_secret {
+            warn!(
+                "sticky cookie {} uses the default key: set LB_STICKY_SECRET so tokens cannot be \
+                 matched to backend URLs",
+                sticky.cookie
+            );
+        }
+        StickyCookie::new(sticky.cookie.clone(), &sticky.secret, sticky.ttl)
+    });
     let status = StatusPage::new(
         Arc::clone(&lb),
+        settings.policy,
         discovery_status,
         api_stats,
         settings.dyno.clone(),
@@ -58,7 +71,8 @@ fn main() {
         settings.admin_prefix.clone(),
     );
     let proxy = AppProxy::new(
-        lb,
+        Selector::new(lb, settings.policy),
+        sticky,
         status,
         settings.upstream.clone(),
         settings.health.passive_5xx_threshold,

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub upstream_latency: HistogramVec,
     pub backend_healthy: IntGaugeVec,
+    pub backend_in_flight: IntGaugeVec,
     pub health_check_failures: IntCounterVec,
     pub passive_ejections: IntCounterVec,
     pub discovery_rounds: IntGauge,
@@ -49,6 +50,11 @@ fn registered() -> Result<Metrics, prometheus::Error> {
         backend_healthy: register_int_gauge_vec!(
             "heroku_lb_backend_healthy",
             "1 when the backend takes traffic, else 0.",
+            &["backend"]
+        )?,
+        backend_in_flight: register_int_gauge_vec!(
+            "heroku_lb_backend_in_flight",
+            "Proxied requests at the backend now.",
             &["backend"]
         )?,
         health_check_failures: register_int_counter_vec!(

@@ -37,6 +37,14 @@ pub const HEROKU_API_URL: &str = "HEROKU_API_URL";
 pub const DISCOVERY_INTERVAL: &str = "DISCOVERY_INTERVAL";
 /// Set by Heroku on every dyno (`web.1`); never set elsewhere.
 pub const DYNO: &str = "DYNO";
+/// Balancing policy: `round_robin` or `least_connections`.
+pub const LB_POLICY: &str = "LB_POLICY";
+/// Name of the sticky-session cookie; unset: no sticky sessions.
+pub const LB_STICKY_COOKIE: &str = "LB_STICKY_COOKIE";
+/// `Max-Age` of the sticky cookie, in seconds; unset: a session cookie.
+pub const LB_STICKY_TTL: &str = "LB_STICKY_TTL";
+/// Key of the sticky tokens (secret: never logged or echoed).
+pub const LB_STICKY_SECRET: &str = "LB_STICKY_SECRET";
 /// Log level, read by env_logger in `main.rs`.
 pub const RUST_LOG: &str = "RUST_LOG";
 
@@ -56,6 +64,10 @@ pub const ALL: &[&str] = &[
     HEROKU_API_URL,
     DISCOVERY_INTERVAL,
     DYNO,
+    LB_POLICY,
+    LB_STICKY_COOKIE,
+    LB_STICKY_TTL,
+    LB_STICKY_SECRET,
     RUST_LOG,
 ];
 

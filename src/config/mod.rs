@@ -14,6 +14,8 @@ pub mod env;
 pub mod file;
 
 use crate::backend::BackendUrl;
+use crate::selection::Policy;
+use crate::sticky::valid_cookie_name;
 use env::Env;
 use file::FileSettings;
 use pingora::server::configuration::ServerConf;
@@ -144,6 +146,27 @@ impl HealthSettings {
     }
 }
 
+/// Sticky sessions (`sticky.rs`).
+#[derive(Clone, PartialEq)]
+pub struct StickySettings {
+    pub cookie: String,
+    pub ttl: Option<Duration>,
+    /// Key of the tokens: `LB_STICKY_SECRET`, else derived from the API key.
+    pub secret: Vec<u8>,
+    /// No secret was configured: tokens use a public default key.
+    pub default_secret: bool,
+}
+
+impl fmt::Debug for StickySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StickySettings")
+            .field("cookie", &self.cookie)
+            .field("ttl", &self.ttl)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Everything heroku-lb needs beyond Pingora's `ServerConf`. No serde: the
 /// external shape lives in `file.rs`.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +186,8 @@ pub struct Settings {
     pub dyno: Option<String>,
     /// Paths under this prefix are answered by the balancer, never proxied.
     pub admin_prefix: String,
+    pub policy: Policy,
+    pub sticky: Option<StickySettings>,
 }
 
 impl Settings {
@@ -388,6 +413,15 @@ fn build_settings(
         connect_retries: file.connect_retries.unwrap_or(2),
     };
 
+    let policy = match env.var(env::LB_POLICY) {
+        Some(raw) => Policy::parse(&raw).map_err(|r| ConfigError::new(env::LB_POLICY, r))?,
+        None => match &file.policy {
+            Some(raw) => Policy::parse(raw).map_err(|r| ConfigError::new(key("policy"), r))?,
+            None => Policy::RoundRobin,
+        },
+    };
+    let sticky = sticky_settings(&file, env, key)?;
+
     let source = backend_source(&file, env, key)?;
     let dyno = env.var(env::DYNO);
     if source == BackendSource::Demo {
@@ -414,7 +448,68 @@ fn build_settings(
         upstream,
         dyno,
         admin_prefix,
+        policy,
+        sticky,
     })
+}
+
+fn sticky_settings(
+    file: &FileSettings,
+    env: &dyn Env,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<StickySettings>, ConfigError> {
+    let cookie = match env.var(env::LB_STICKY_COOKIE) {
+        Some(name) => Some((name, env::LB_STICKY_COOKIE.to_string())),
+        None => file
+            .sticky_cookie
+            .clone()
+            .map(|name| (name, key("sticky_cookie"))),
+    };
+    let Some((cookie, culprit)) = cookie else {
+        return Ok(None);
+    };
+    if !valid_cookie_name(&cookie) {
+        return Err(ConfigError::new(
+            culprit,
+            format!("'{cookie}' is not a cookie name (letters, digits and !#$%&'*+-.^_`|~ only)"),
+        ));
+    }
+    let ttl = match env.var(env::LB_STICKY_TTL) {
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(seconds) if seconds > 0 => Some(Duration::from_secs(seconds)),
+            _ => {
+                return Err(ConfigError::new(
+                    env::LB_STICKY_TTL,
+                    format!("'{raw}' is not a whole number of seconds above 0"),
+                ))
+            }
+        },
+        None => match file.sticky_ttl_seconds {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    key("sticky_ttl_seconds"),
+                    "must be above 0",
+                ))
+            }
+            other => other.map(Duration::from_secs),
+        },
+    };
+    // The same configuration must give the same key on every dyno.
+    let (secret, default_secret) =
+        match (env.var(env::LB_STICKY_SECRET), env.var(env::HEROKU_API_KEY)) {
+            (Some(secret), _) => (secret.into_bytes(), false),
+            (None, Some(api_key)) => (
+                format!("heroku-lb sticky cookie key:{api_key}").into_bytes(),
+                false,
+            ),
+            (None, None) => (b"heroku-lb default sticky cookie key".to_vec(), true),
+        };
+    Ok(Some(StickySettings {
+        cookie,
+        ttl,
+        secret,
+        default_secret,
+    }))
 }
 
 fn backend_source(
@@ -828,6 +923,27 @@ mod tests {
         let yaml = format!("{BASE}heroku_lb:\n  health_check_statuses: [\"6xx\"]\n");
         let error = load_with(&yaml, &[]).expect_err("bad class");
         assert!(error.culprit.contains("health_check_statuses"), "{error}");
+    }
+
+    #[test]
+    fn policies_and_sticky_cookies_are_checked() {
+        let error = load_with(BASE, &[("LB_POLICY", "fastest")]).expect_err("bad policy");
+        assert_eq!(error.culprit, "LB_POLICY");
+        assert!(error.reason.contains("least_connections"));
+        let error = load_with(BASE, &[("LB_STICKY_COOKIE", "bad name")]).expect_err("bad cookie");
+        assert_eq!(error.culprit, "LB_STICKY_COOKIE");
+        let settings = load_with(
+            BASE,
+            &[
+                ("LB_POLICY", "least_connections"),
+                ("LB_STICKY_COOKIE", "lb"),
+                ("LB_STICKY_SECRET", "hush"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(settings.policy, Policy::LeastConnections);
+        let sticky = settings.sticky.expect("sticky on");
+        assert!(!format!("{sticky:?}").contains("hush"));
     }
 
     #[test]

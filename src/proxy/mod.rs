@@ -20,14 +20,14 @@ pub use access_log::TARGET as ACCESS_LOG_TARGET;
 
 use crate::backend::AppTarget;
 use crate::config::UpstreamSettings;
+use crate::selection::{InFlight, Selector};
 use crate::status::StatusPage;
+use crate::sticky::StickyCookie;
 use access_log::AccessRecord;
 use async_trait::async_trait;
 use hop_headers::{forwarded_for, valid_request_id, RequestIds};
 use log::{log, log_enabled, warn, Level};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::lb::selection::RoundRobin;
-use pingora::lb::LoadBalancer;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::Peer;
@@ -36,12 +36,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// How many selection steps one pick may take before giving up.
-const MAX_SELECT_STEPS: usize = 1024;
-
 /// heroku-lb's proxy.
 pub struct AppProxy {
-    lb: Arc<LoadBalancer<RoundRobin>>,
+    selector: Selector,
+    sticky: Option<StickyCookie>,
     status: StatusPage,
     upstream: UpstreamSettings,
     /// 5xx answers in a row that eject a backend (0: off).
@@ -61,6 +59,10 @@ pub struct RequestCtx {
     tried: Vec<u64>,
     /// The target of the current (last) try.
     target: Option<Arc<AppTarget>>,
+    /// Counts this request at `target` until the try ends (dropped with the ctx).
+    in_flight: Option<InFlight>,
+    /// The sticky token the client sent, if well formed.
+    client_token: Option<String>,
     /// The request id sent upstream, fixed on the first try.
     request_id: Option<String>,
     /// When the current try's backend was chosen.
@@ -73,14 +75,16 @@ pub struct RequestCtx {
 
 impl AppProxy {
     pub fn new(
-        lb: Arc<LoadBalancer<RoundRobin>>,
+        selector: Selector,
+        sticky: Option<StickyCookie>,
         status: StatusPage,
         upstream: UpstreamSettings,
         passive_5xx_threshold: u32,
         listen_port: u16,
     ) -> Self {
         AppProxy {
-            lb,
+            selector,
+            sticky,
             status,
             upstream,
             passive_5xx_threshold,
@@ -89,16 +93,16 @@ impl AppProxy {
         }
     }
 
-    /// The next ready backend this request has not tried yet.
-    fn select(&self, tried: &[u64]) -> Option<Arc<AppTarget>> {
-        let backend = self
-            .lb
-            .select_with(b"", MAX_SELECT_STEPS, |backend, healthy| {
-                healthy
-                    && AppTarget::of(backend)
-                        .is_some_and(|target| target.routable() && !tried.contains(&target.id()))
-            })?;
-        AppTarget::of(&backend).cloned()
+    /// The next backend for this request: its sticky backend when usable,
+    /// else the policy's pick among those not tried yet.
+    fn select(&self, ctx: &RequestCtx) -> Option<Arc<AppTarget>> {
+        match (&self.sticky, &ctx.client_token) {
+            (Some(sticky), Some(token)) => {
+                let preferred = |target: &AppTarget| sticky.token(target) == token.as_str();
+                self.selector.pick(&ctx.tried, Some(&preferred))
+            }
+            _ => self.selector.pick(&ctx.tried, None),
+        }
     }
 }
 
@@ -112,6 +116,8 @@ impl ProxyHttp for AppProxy {
             connect_ms: None,
             tried: Vec::new(),
             target: None,
+            in_flight: None,
+            client_token: None,
             request_id: None,
             try_started: None,
             upstream_status: None,
@@ -131,6 +137,9 @@ impl ProxyHttp for AppProxy {
             Some(id) => id.to_string(),
             None => self.request_ids.next(),
         });
+        if let Some(sticky) = &self.sticky {
+            ctx.client_token = sticky.find(session.req_header().headers.get_all("cookie").iter());
+        }
         if self.status.owns(session.req_header().uri.path()) {
             return self.status.serve(session).await;
         }
@@ -142,7 +151,7 @@ impl ProxyHttp for AppProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(target) = self.select(&ctx.tried) else {
+        let Some(target) = self.select(ctx) else {
             let why = if ctx.tried.is_empty() {
                 "no backend available"
             } else {
@@ -159,6 +168,8 @@ impl ProxyHttp for AppProxy {
         };
         ctx.tried.push(target.id());
         target.count_request();
+        // Replacing the guard of a previous try lowers that backend's count.
+        ctx.in_flight = Some(InFlight::enter(Arc::clone(&target)));
         ctx.target = Some(target);
         ctx.try_started = Some(Instant::now());
         ctx.connect_failed = false;
@@ -175,6 +186,20 @@ impl ProxyHttp for AppProxy {
             return Err(Error::explain(ErrorType::InternalError, "no target chosen"));
         };
         upstream_request.insert_header("Host", target.host_header())?;
+        if let Some(sticky) = &self.sticky {
+            // Our cookie is for us; the app's own cookies pass untouched.
+            let cookies: Vec<String> = upstream_request
+                .headers
+                .get_all("cookie")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .filter_map(|value| sticky.strip(value))
+                .collect();
+            upstream_request.remove_header("cookie");
+            for cookie in cookies {
+                upstream_request.append_header("Cookie", cookie)?;
+            }
+        }
 
         let client_ip = session
             .client_addr()
@@ -221,6 +246,29 @@ impl ProxyHttp for AppProxy {
                     .observe(started.elapsed().as_secs_f64());
             }
             target.record_response(status, self.passive_5xx_threshold);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(sticky), Some(target)) = (&self.sticky, &ctx.target) else {
+            return Ok(());
+        };
+        let token = sticky.token(target);
+        if ctx.client_token.as_deref() != Some(token) {
+            // Heroku's router tells us the client's scheme.
+            let secure = session
+                .req_header()
+                .headers
+                .get("x-forwarded-proto")
+                .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
+            // Appended: the app's own Set-Cookie headers stay beside ours.
+            response.append_header("Set-Cookie", sticky.set_cookie(token, secure))?;
         }
         Ok(())
     }

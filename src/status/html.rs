@@ -34,7 +34,8 @@ pub fn render(snapshot: &StatusSnapshot, authorized: bool) -> String {
     let d = &snapshot.discovery;
     let _ = write!(
         page,
-        " · instance {} · up {} s · version {}</p><p>Discovery: {} · {} rounds, {} failed · last success {}",
+        " · policy {} · instance {} · up {} s · version {}</p><p>Discovery: {} · {} rounds, {} failed · last success {}",
+        snapshot.policy,
         escape(snapshot.instance.as_deref().unwrap_or("local")),
         snapshot.uptime_seconds,
         snapshot.version,
@@ -56,7 +57,7 @@ pub fn render(snapshot: &StatusSnapshot, authorized: bool) -> String {
     }
     page.push_str(
         "</p><table><tr><th>App</th><th>URL</th><th>State</th><th>Weight</th><th>Address</th>\
-         <th>Last check</th><th>Checked at</th><th>Failures in a row</th><th>Requests</th><th>5xx</th></tr>",
+         <th>Last check</th><th>Checked at</th><th>Failures in a row</th><th>In flight</th><th>Requests</th><th>5xx</th></tr>",
     );
     for b in &snapshot.backends {
         let class = match b.state {
@@ -69,7 +70,7 @@ pub fn render(snapshot: &StatusSnapshot, authorized: bool) -> String {
         let _ = write!(
             page,
             "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&b.name),
             escape(&b.url),
             escape(b.state),
@@ -78,6 +79,7 @@ pub fn render(snapshot: &StatusSnapshot, authorized: bool) -> String {
             escape(b.last_check.as_deref().unwrap_or("-")),
             escape(b.last_check_at.as_deref().unwrap_or("-")),
             b.consecutive_failures,
+            b.in_flight,
             b.requests,
             b.responses_5xx,
         );

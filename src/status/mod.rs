@@ -21,6 +21,7 @@ use crate::backend::AppTarget;
 use crate::discovery::heroku::api::ApiStats;
 use crate::discovery::DiscoveryStatus;
 use crate::metrics::{self, metrics};
+use crate::selection::Policy;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::lb::selection::RoundRobin;
@@ -88,11 +89,14 @@ pub struct BackendView {
     pub requests: u64,
     pub responses_5xx: u64,
     pub connect_failures: u64,
+    /// Requests at this backend now.
+    pub in_flight: usize,
 }
 
 /// The `/_lb/` endpoints.
 pub struct StatusPage {
     lb: Arc<LoadBalancer<RoundRobin>>,
+    policy: Policy,
     discovery: Arc<DiscoveryStatus>,
     api: Option<Arc<ApiStats>>,
     started: Instant,
@@ -104,6 +108,7 @@ pub struct StatusPage {
 impl StatusPage {
     pub fn new(
         lb: Arc<LoadBalancer<RoundRobin>>,
+        policy: Policy,
         discovery: Arc<DiscoveryStatus>,
         api: Option<Arc<ApiStats>>,
         instance: Option<String>,
@@ -112,6 +117,7 @@ impl StatusPage {
     ) -> Self {
         StatusPage {
             lb,
+            policy,
             discovery,
             api,
             started: Instant::now(),
@@ -156,7 +162,7 @@ impl StatusPage {
             instance: self.instance.clone(),
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: self.started.elapsed().as_secs(),
-            policy: "round_robin",
+            policy: self.policy.name(),
             backends_total: backends.len(),
             backends_healthy: healthy,
             discovery: DiscoveryView {
@@ -265,10 +271,15 @@ impl StatusPage {
     fn update_gauges(&self, snapshot: &StatusSnapshot) {
         let m = metrics();
         m.backend_healthy.reset();
+        m.backend_in_flight.reset();
         for backend in &snapshot.backends {
+            let label = [backend.name.as_str()];
             m.backend_healthy
-                .with_label_values(&[backend.name.as_str()])
+                .with_label_values(&label)
                 .set(i64::from(backend.healthy));
+            m.backend_in_flight
+                .with_label_values(&label)
+                .set(backend.in_flight as i64);
         }
         m.backends.set(snapshot.backends_total as i64);
         m.discovery_rounds.set(snapshot.discovery.rounds as i64);
@@ -312,6 +323,7 @@ fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> Bac
         requests: target.counters.requests.load(Ordering::Relaxed),
         responses_5xx: target.counters.responses_5xx.load(Ordering::Relaxed),
         connect_failures: target.counters.connect_failures.load(Ordering::Relaxed),
+        in_flight: target.in_flight(),
     }
 }
 
@@ -409,6 +421,7 @@ mod tests {
                     requests: 10,
                     responses_5xx: 0,
                     connect_failures: 0,
+                    in_flight: 0,
                 },
                 BackendView {
                     name: "shop-<2>".into(),
@@ -424,6 +437,7 @@ mod tests {
                     requests: 4,
                     responses_5xx: 4,
                     connect_failures: 0,
+                    in_flight: 0,
                 },
             ],
         }

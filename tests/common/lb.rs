@@ -19,6 +19,11 @@ use tempfile::TempDir;
 pub const READY_TRIES: u32 = 200;
 pub const READY_INTERVAL: Duration = Duration::from_millis(50);
 
+/// How many times `start` picks another port when the one it picked was
+/// taken meanwhile (free ports are found by binding port 0 and letting go, so
+/// a test running in parallel can grab the same port first).
+pub const START_ATTEMPTS: u32 = 4;
+
 /// How long config tests wait for the binary to exit.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -27,6 +32,7 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// `RUST_LOG=info`, a config file with `threads: 1`, short grace periods and
 /// `connect_timeout_seconds: 1`; no backends (so demo mode unless the test
 /// sets some).
+#[derive(Clone)]
 pub struct LbBuilder {
     env: BTreeMap<String, String>,
     /// Top-level Pingora keys, as `key -> YAML value`.
@@ -174,12 +180,35 @@ impl LbBuilder {
         }
     }
 
-    /// Start the child and wait until its port accepts TCP connections;
-    /// panics with the child's stderr if it exits or never listens.
+    /// Start the child and wait until it answers on its port; panics with the
+    /// child's stderr if it exits or never listens. When the test did not fix
+    /// `PORT`, the answer must come from the balancer itself (its status
+    /// endpoint), else another server took the port and a new one is tried.
     pub async fn start(self) -> LbProcess {
-        let mut lb = self.spawn();
-        lb.wait_listening().await;
-        lb
+        let port_fixed = self.env.contains_key("PORT");
+        let mut attempt = 1;
+        loop {
+            let mut lb = self.clone().spawn();
+            lb.wait_listening().await;
+            if port_fixed
+                || attempt == START_ATTEMPTS
+                || lb.answers_as_balancer(&self.status_path()).await
+            {
+                return lb;
+            }
+            drop(lb);
+            attempt += 1;
+        }
+    }
+
+    /// The status path under the configured (or default) admin prefix.
+    fn status_path(&self) -> String {
+        let prefix = self
+            .section_keys
+            .get("admin_path_prefix")
+            .map(|value| value.trim_matches(|c| c == '"' || c == '\'').to_string())
+            .unwrap_or_else(|| "/_lb/".to_string());
+        format!("{prefix}status")
     }
 
     /// Run the child until it exits on its own (config tests). Panics, with
@@ -311,6 +340,15 @@ impl LbProcess {
             .status()
             .expect("run kill -TERM");
         assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Whether the server on our port is this balancer: alive, and its status
+    /// endpoint answers with the balancer's JSON.
+    async fn answers_as_balancer(&mut self, status_path: &str) -> bool {
+        let client = super::http_client_with_timeout(Duration::from_secs(5));
+        let reply = super::send(client.get(self.url_for(status_path))).await;
+        self.try_status().is_none()
+            && matches!(reply, Ok(reply) if reply.body.contains("\"backends_total\""))
     }
 
     /// Poll a TCP connect to the port, bounded by `READY_TRIES`.

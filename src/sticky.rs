@@ -1,0 +1,169 @@
+//! Sticky sessions: a cookie that keeps a client on one backend app while it
+//! is healthy (`LB_STICKY_COOKIE`). Heroku's router offers session affinity
+//! only among the dynos of one app; across a pipeline's apps only the balancer
+//! can.
+//!
+//! The cookie's value names the backend without revealing it: a keyed hash
+//! (HMAC-SHA256, truncated) of the backend's URL identity. The key comes from
+//! `LB_STICKY_SECRET`, else from the Heroku API key, so every balancer dyno
+//! with the same configuration issues and honours the same tokens
+//! (`heroku ps:scale web=2` keeps users where they are). A cookie that names
+//! nothing usable (garbage, tampered, an app gone or down) is simply ignored:
+//! the request is balanced by the policy and gets a fresh cookie. The proxy
+//! strips our cookie before forwarding; the app's own cookies pass untouched.
+
+use crate::backend::AppTarget;
+use http::HeaderValue;
+use ring::hmac;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Hex digits in a token (16 bytes of the MAC).
+const TOKEN_LEN: usize = 32;
+
+/// The sticky cookie's settings and key.
+pub struct StickyCookie {
+    name: String,
+    key: hmac::Key,
+    ttl: Option<Duration>,
+}
+
+impl StickyCookie {
+    /// `secret` keys the tokens; the same secret gives the same tokens everywhere.
+    pub fn new(name: String, secret: &[u8], ttl: Option<Duration>) -> Self {
+        StickyCookie {
+            name,
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            ttl,
+        }
+    }
+
+    /// The token for `target` (cached on the target).
+    pub fn token<'a>(&self, target: &'a AppTarget) -> &'a str {
+        target.sticky_token(|| {
+            let tag = hmac::sign(&self.key, target.url().to_string().as_bytes());
+            let mut token = String::with_capacity(TOKEN_LEN);
+            for byte in &tag.as_ref()[..TOKEN_LEN / 2] {
+                let _ = write!(token, "{byte:02x}");
+            }
+            token
+        })
+    }
+
+    /// Our cookie's value among the request's `Cookie` headers, if it has
+    /// the shape of a token (anything else counts as absent).
+    pub fn find<'a>(
+        &self,
+        cookie_headers: impl Iterator<Item = &'a HeaderValue>,
+    ) -> Option<String> {
+        cookie_headers
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == self.name)
+            .map(|(_, value)| value.trim().trim_matches('"'))
+            .filter(|value| {
+                value.len() == TOKEN_LEN && value.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+            .map(str::to_string)
+    }
+
+    /// A `Cookie` header value without our cookie, or `None` when nothing else is left.
+    pub fn strip(&self, cookie_header: &str) -> Option<String> {
+        let rest: Vec<&str> = cookie_header
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .filter(|pair| pair.split_once('=').map_or(*pair, |(name, _)| name).trim() != self.name)
+            .collect();
+        (!rest.is_empty()).then(|| rest.join("; "))
+    }
+
+    /// The `Set-Cookie` value pinning a client to `token`.
+    pub fn set_cookie(&self, token: &str, secure: bool) -> String {
+        let mut value = format!("{}={token}; Path=/; HttpOnly; SameSite=Lax", self.name);
+        if secure {
+            value.push_str("; Secure");
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(value, "; Max-Age={}", ttl.as_secs());
+        }
+        value
+    }
+}
+
+/// Whether `name` is a valid cookie name (an RFC 6265 token).
+pub fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendUrl;
+
+    fn target(url: &str) -> AppTarget {
+        AppTarget::new(1, BackendUrl::parse(url).expect("url"), "app".into())
+    }
+
+    fn header(value: &str) -> HeaderValue {
+        HeaderValue::from_str(value).expect("header")
+    }
+
+    #[test]
+    fn tokens_are_opaque_and_the_same_for_the_same_secret() {
+        let one = StickyCookie::new("lb".into(), b"secret", None);
+        let two = StickyCookie::new("lb".into(), b"secret", None);
+        let other = StickyCookie::new("lb".into(), b"other", None);
+        let url = "https://shop-1.herokuapp.com";
+        let token = one.token(&target(url)).to_string();
+        assert_eq!(token, two.token(&target(url)));
+        assert_ne!(token, other.token(&target(url)));
+        assert_eq!(token.len(), TOKEN_LEN);
+        assert!(!token.contains("shop"));
+    }
+
+    #[test]
+    fn only_a_well_formed_token_in_our_cookie_is_found() {
+        let sticky = StickyCookie::new("lb".into(), b"k", None);
+        let token = "0123456789abcdef0123456789abcdef";
+        let headers = [header("a=1; lb=0123456789abcdef0123456789abcdef; b=2")];
+        assert_eq!(sticky.find(headers.iter()).as_deref(), Some(token));
+        for bad in [
+            "lb=garbage",
+            "lb=",
+            "lb=0123",
+            "xlb=0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(sticky.find([header(bad)].iter()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn stripping_keeps_the_apps_cookies() {
+        let sticky = StickyCookie::new("lb".into(), b"k", None);
+        assert_eq!(
+            sticky.strip("a=1; lb=xyz; b=2").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(sticky.strip("lb=xyz"), None);
+        assert_eq!(sticky.strip("lbx=1").as_deref(), Some("lbx=1"));
+    }
+
+    #[test]
+    fn set_cookie_has_the_attributes_asked_for() {
+        let sticky = StickyCookie::new("lb".into(), b"k", Some(Duration::from_secs(3600)));
+        assert_eq!(
+            sticky.set_cookie("abc", true),
+            "lb=abc; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=3600"
+        );
+        assert!(valid_cookie_name("heroku-lb_sticky"));
+        assert!(
+            !valid_cookie_name("bad name") && !valid_cookie_name("a;b") && !valid_cookie_name("")
+        );
+    }
+}
