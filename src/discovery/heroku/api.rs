@@ -157,6 +157,7 @@ pub struct PlatformApi {
     http: reqwest::Client,
     base: String,
     key: ApiKey,
+    timeout: std::time::Duration,
     stats: Arc<ApiStats>,
 }
 
@@ -172,6 +173,7 @@ impl PlatformApi {
             http,
             base: settings.api_url.clone(),
             key: settings.api_key.clone(),
+            timeout: settings.api_timeout,
             stats: Arc::new(ApiStats::default()),
         })
     }
@@ -308,8 +310,7 @@ impl PlatformApi {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let transport = |e: reqwest::Error| ApiError::Transport {
             what: self.what(method, path),
-            // Without the URL: it is in `what`, and the error never holds headers.
-            reason: e.without_url().to_string(),
+            reason: transport_reason(e, self.timeout),
         };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
@@ -345,6 +346,28 @@ impl PlatformApi {
                 .map(|m| m.chars().take(200).collect()),
         }
     }
+}
+
+/// What a transport error was, with its causes ("connection refused", "timed
+/// out after 10s"): reqwest's own message alone ("error sending request")
+/// would make a refusal and a stall look the same. The URL is dropped (it is
+/// in the error's `what`); the chain never holds headers.
+fn transport_reason(e: reqwest::Error, timeout: std::time::Duration) -> String {
+    if e.is_timeout() {
+        return format!("timed out after {timeout:?}");
+    }
+    let e = e.without_url();
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        source = cause.source();
+    }
+    reason
 }
 
 fn parse<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ApiError> {
