@@ -173,6 +173,7 @@ impl ProxyHttp for AppProxy {
         ctx.target = Some(target);
         ctx.try_started = Some(Instant::now());
         ctx.connect_failed = false;
+        ctx.upstream_status = None;
         Ok(Box::new(peer))
     }
 
@@ -298,6 +299,45 @@ impl ProxyHttp for AppProxy {
         ctx.connect_failed = true;
         // Nothing was sent yet, so any request may go to another backend.
         e.set_retry(retry);
+        e
+    }
+
+    /// An error after connecting. Pingora retries only errors on reused
+    /// connections; we also retry an idempotent request on another backend
+    /// when its backend failed before answering anything (a crashed or
+    /// restarting app closes or resets the connection), so a flapping app
+    /// costs clients nothing. A timeout is not retried: the app may still be
+    /// working on it, and a second try would double the wait.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !replayable {
+            e.set_retry(false);
+            return e;
+        }
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        let before_answer = ctx.upstream_status.is_none() && !timed_out;
+        if before_answer && ctx.tried.len() <= self.upstream.connect_retries {
+            if let (false, Some(target)) = (client_reused, &ctx.target) {
+                // A fresh connection dropped: the app itself is in trouble.
+                // (A stale pooled connection says nothing about the app.)
+                target.eject(&format!("failed before answering: {}", e.etype().as_str()));
+            }
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
         e
     }
 
