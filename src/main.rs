@@ -138,12 +138,19 @@ fn app_source(
 /// Logs go to stdout, one line each, for Heroku's logplex; `RUST_LOG` sets
 /// the level. Request lines are already logfmt and are written as they are.
 /// Off Heroku (no `DYNO`) lines get a timestamp; on Heroku logplex adds one.
+///
+/// Other crates' debug and trace records are dropped whatever `RUST_LOG`
+/// says: Pingora prints whole request and response headers at those levels
+/// (`Authorization`, cookies), and secrets must never reach a log line.
 fn init_logging() {
     use std::io::Write;
     let on_heroku = std::env::var_os(heroku_lb::config::env::DYNO).is_some();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stdout)
         .format(move |out, record| {
+            if record.level() > log::Level::Info && !record.target().starts_with("heroku_lb") {
+                return Ok(());
+            }
             if !on_heroku {
                 write!(out, "{} ", out.timestamp_seconds())?;
             }

@@ -21,7 +21,7 @@ pub mod static_list;
 use crate::backend::{AppTarget, BackendUrl};
 use crate::health::AppHealthCheck;
 use async_trait::async_trait;
-use log::{info, warn};
+use log::{debug, info, warn};
 use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::Backend;
 use resolve::NameResolver;
@@ -167,6 +167,12 @@ impl AppDiscovery {
         status.rounds += 1;
         match result {
             Ok(round) => {
+                debug!(
+                    "discovery round source=\"{}\" apps={} took_ms={}",
+                    status.source,
+                    round.apps.len(),
+                    now.elapsed().as_millis()
+                );
                 status.last_success = Some(SystemTime::now());
                 status.apps_known = round.apps.len();
                 drop(status);

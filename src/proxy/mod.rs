@@ -26,7 +26,7 @@ use crate::sticky::StickyCookie;
 use access_log::AccessRecord;
 use async_trait::async_trait;
 use hop_headers::{forwarded_for, valid_request_id, RequestIds};
-use log::{log, log_enabled, warn, Level};
+use log::{debug, log, log_enabled, warn, Level};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
@@ -71,6 +71,8 @@ pub struct RequestCtx {
     upstream_status: Option<u16>,
     /// The last try failed to connect (and was logged in `fail_to_connect`).
     connect_failed: bool,
+    /// What the last failed try ran into, for the access line.
+    last_failure: Option<&'static str>,
 }
 
 impl AppProxy {
@@ -122,6 +124,7 @@ impl ProxyHttp for AppProxy {
             try_started: None,
             upstream_status: None,
             connect_failed: false,
+            last_failure: None,
         }
     }
 
@@ -167,6 +170,14 @@ impl ProxyHttp for AppProxy {
             ));
         };
         ctx.tried.push(target.id());
+        debug!(
+            "request_id={} try={} app={} url={} addr={}",
+            ctx.request_id.as_deref().unwrap_or("-"),
+            ctx.tried.len(),
+            target.name(),
+            target.url(),
+            peer.address()
+        );
         target.count_request();
         // Replacing the guard of a previous try lowers that backend's count.
         ctx.in_flight = Some(InFlight::enter(Arc::clone(&target)));
@@ -297,6 +308,7 @@ impl ProxyHttp for AppProxy {
             );
         }
         ctx.connect_failed = true;
+        ctx.last_failure = Some(e.etype().as_str());
         // Nothing was sent yet, so any request may go to another backend.
         e.set_retry(retry);
         e
@@ -398,7 +410,7 @@ impl ProxyHttp for AppProxy {
                     .map(|addr| addr.ip().to_string())
             })
             .unwrap_or_else(|| "-".to_string());
-        let description = e.map(|e| e.to_string());
+        let description = e.map(|e| describe(e, ctx.last_failure));
         let url = ctx.target.as_ref().map(|target| target.url().to_string());
         let record = AccessRecord {
             error: description.as_deref(),
@@ -436,6 +448,23 @@ impl ProxyHttp for AppProxy {
     }
 }
 
+/// A failed request in a few words for its access line: what happened and,
+/// when tries failed before, what they ran into.
+fn describe(e: &Error, last_failure: Option<&str>) -> String {
+    let context = e.context.as_ref().map(|context| context.as_str().trim());
+    let mut text = match (e.etype(), context) {
+        (ErrorType::HTTPStatus(_), Some(context)) => context.to_string(),
+        (etype, Some(context)) if !context.is_empty() => format!("{}: {context}", etype.as_str()),
+        (etype, _) => etype.as_str().to_string(),
+    };
+    if let Some(failure) = last_failure {
+        if !text.contains(failure) {
+            text.push_str(&format!(" (last try: {failure})"));
+        }
+    }
+    text
+}
+
 /// The status a failed request answers with: 504 when the backend timed out,
 /// 502 for other upstream failures, 400 for a malformed request, 0 when the
 /// client is gone.
@@ -461,6 +490,18 @@ fn error_status(e: &Error) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_described_without_pingoras_decoration() {
+        let no_backend = Error::explain(ErrorType::HTTPStatus(503), "no other backend to retry on");
+        assert_eq!(
+            describe(&no_backend, Some("ConnectRefused")),
+            "no other backend to retry on (last try: ConnectRefused)"
+        );
+        let mut timeout = Error::new(ErrorType::ReadTimedout);
+        timeout.esource = ErrorSource::Upstream;
+        assert_eq!(describe(&timeout, Some("ReadTimedout")), "ReadTimedout");
+    }
 
     #[test]
     fn timeouts_answer_504_and_other_upstream_errors_502() {

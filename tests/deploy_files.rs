@@ -1,0 +1,620 @@
+//! The files Heroku reads to build and run the container app, checked
+//! against what the code needs: `app.json` (the Deploy button) declares
+//! exactly the variables `heroku_lb::config::env` reads, with values the
+//! balancer accepts; `heroku.yml` builds `web` from the Dockerfile; the
+//! Dockerfile runs the binary, as a non-root user, with a config path that
+//! exists in the image. Files are read from the repository root.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use common::lb::{LbBuilder, LbExit, EXIT_TIMEOUT};
+use heroku_lb::config::env::{ALL, SET_BY_HEROKU};
+use serde_json::Value;
+
+/// The repository root (where `Cargo.toml`, `app.json` and the Dockerfile are).
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read_repo_file(name: &str) -> String {
+    let path = repo().join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn app_json() -> Value {
+    serde_json::from_str(&read_repo_file("app.json"))
+        .unwrap_or_else(|e| panic!("app.json is not valid JSON: {e}"))
+}
+
+/// app.json's `env` object.
+fn app_json_env(app: &Value) -> &serde_json::Map<String, Value> {
+    app["env"]
+        .as_object()
+        .expect("app.json has an `env` object")
+}
+
+/// A non-empty string field of `object`, or a panic naming `what`.
+fn non_empty_str<'a>(object: &'a Value, key: &str, what: &str) -> &'a str {
+    let value = object[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: `{key}` is missing or not a string"));
+    assert!(!value.trim().is_empty(), "{what}: `{key}` is empty");
+    value
+}
+
+/// The variables heroku-lb reads that a user sets (Heroku sets the rest).
+fn user_settable_vars() -> BTreeSet<&'static str> {
+    ALL.iter()
+        .copied()
+        .filter(|name| !SET_BY_HEROKU.contains(name))
+        .collect()
+}
+
+/// The balancer run as Heroku would run it with `-t`: the shipped config
+/// file, no listen-host override, `DYNO` set.
+fn checked_like_heroku() -> LbBuilder {
+    LbBuilder::new()
+        .without_config_file()
+        .unset_env("LB_LISTEN_HOST")
+        .unset_env("RUST_LOG")
+        .env("DYNO", "web.1")
+        .arg("-t")
+        .arg("-c")
+        .arg(&repo().join("conf/pingora.yaml").display().to_string())
+}
+
+/// `value` of every variable that app.json gives one, plus a generated
+/// secret for `generator: secret` variables, as the Deploy button would set.
+fn app_json_values(app: &Value) -> Vec<(String, String)> {
+    let mut values = Vec::new();
+    for (name, spec) in app_json_env(app) {
+        if let Some(value) = spec.get("value") {
+            let value = value
+                .as_str()
+                .unwrap_or_else(|| panic!("app.json env {name}: `value` must be a string"));
+            values.push((name.clone(), value.to_string()));
+        } else if spec.get("generator").and_then(Value::as_str) == Some("secret") {
+            // Heroku generates 64 hex characters.
+            values.push((name.clone(), "0123456789abcdef".repeat(4)));
+        }
+    }
+    values
+}
+
+fn assert_accepted(exit: &LbExit, what: &str) {
+    assert!(
+        exit.status.success(),
+        "heroku-lb -t rejected {what} ({}); stderr:\n{}\nstdout:\n{}",
+        exit.status,
+        exit.stderr,
+        exit.stdout
+    );
+}
+
+/// app.json describes a container-stack app with one basic web dyno, for the Deploy button.
+#[test]
+fn app_json_describes_a_container_app_with_one_web_dyno() {
+    let app = app_json();
+    non_empty_str(&app, "name", "app.json");
+    non_empty_str(&app, "description", "app.json");
+    let repository = non_empty_str(&app, "repository", "app.json");
+    assert!(
+        repository.starts_with("https://"),
+        "app.json repository should be an https URL, got {repository}"
+    );
+    let keywords = app["keywords"]
+        .as_array()
+        .expect("app.json has a `keywords` list");
+    assert!(!keywords.is_empty(), "app.json keywords are empty");
+    assert!(
+        keywords.iter().all(|k| k.as_str().is_some()),
+        "app.json keywords must be strings: {keywords:?}"
+    );
+    assert_eq!(
+        app["stack"].as_str(),
+        Some("container"),
+        "app.json must select the container stack (heroku.yml + Dockerfile)"
+    );
+    let web = &app["formation"]["web"];
+    assert_eq!(
+        web["quantity"].as_u64(),
+        Some(1),
+        "app.json formation.web.quantity: {web}"
+    );
+    non_empty_str(web, "size", "app.json formation.web");
+}
+
+/// app.json's env declares every variable the configuration reads and nothing it does not.
+#[test]
+fn app_json_declares_exactly_the_variables_the_configuration_reads() {
+    let app = app_json();
+    let declared: BTreeSet<&str> = app_json_env(&app).keys().map(String::as_str).collect();
+    let read = user_settable_vars();
+    let undeclared: Vec<_> = read.difference(&declared).collect();
+    assert!(
+        undeclared.is_empty(),
+        "variables heroku-lb reads but app.json does not declare: {undeclared:?}"
+    );
+    let unread: Vec<_> = declared.difference(&read).collect();
+    assert!(
+        unread.is_empty(),
+        "variables app.json declares but heroku-lb never reads: {unread:?}"
+    );
+    for name in SET_BY_HEROKU {
+        assert!(
+            !declared.contains(name),
+            "app.json declares {name}, which Heroku sets itself"
+        );
+    }
+}
+
+/// HEROKU_API_KEY and PIPELINE_IDENTIFIER are required and say where to find them.
+#[test]
+fn the_api_key_and_the_pipeline_are_required_and_say_where_to_find_them() {
+    let app = app_json();
+    let env = app_json_env(&app);
+    for name in ["HEROKU_API_KEY", "PIPELINE_IDENTIFIER"] {
+        let spec = &env[name];
+        assert_eq!(
+            spec["required"].as_bool(),
+            Some(true),
+            "app.json env {name} must be `required: true`: {spec}"
+        );
+        let description = non_empty_str(spec, "description", &format!("app.json env {name}"));
+        assert!(
+            description.to_ascii_lowercase().contains("heroku"),
+            "app.json env {name}: the description should say where to find it \
+             (a heroku command or the dashboard): {description}"
+        );
+        assert!(
+            spec.get("value").is_none(),
+            "app.json env {name} must not ship a default value: {spec}"
+        );
+    }
+}
+
+/// Every other declared variable is optional (`required: false`) and described.
+#[test]
+fn every_optional_variable_is_marked_not_required() {
+    let app = app_json();
+    for (name, spec) in app_json_env(&app) {
+        non_empty_str(spec, "description", &format!("app.json env {name}"));
+        if name == "HEROKU_API_KEY" || name == "PIPELINE_IDENTIFIER" {
+            continue;
+        }
+        assert_eq!(
+            spec["required"].as_bool(),
+            Some(false),
+            "app.json env {name} is optional and must say `required: false`: {spec}"
+        );
+        if let Some(value) = spec.get("value") {
+            assert!(
+                value.is_string(),
+                "app.json env {name}: Heroku takes `value` as a string: {spec}"
+            );
+        }
+    }
+}
+
+/// Every default value app.json gives is accepted by `heroku-lb -t`, in pipeline and static mode.
+#[test]
+fn every_default_value_in_app_json_is_accepted_by_the_balancer() {
+    let app = app_json();
+    let values = app_json_values(&app);
+    println!("app.json values: {values:?}");
+    assert!(!values.is_empty(), "app.json gives no default values");
+
+    let mut pipeline = checked_like_heroku()
+        .env("HEROKU_API_KEY", "hk-deploy-button-test-key")
+        .env("PIPELINE_IDENTIFIER", "my-pipeline");
+    for (name, value) in &values {
+        pipeline = pipeline.env(name, value);
+    }
+    assert_accepted(
+        &pipeline.run_to_exit(EXIT_TIMEOUT),
+        "app.json's values with pipeline discovery",
+    );
+
+    let mut static_mode = checked_like_heroku().env("LB_BACKENDS", "https://app-a.herokuapp.com");
+    for (name, value) in &values {
+        static_mode = static_mode.env(name, value);
+    }
+    assert_accepted(
+        &static_mode.run_to_exit(EXIT_TIMEOUT),
+        "app.json's values with LB_BACKENDS",
+    );
+}
+
+/// Optional variables the Deploy button leaves empty are taken as unset, not rejected.
+#[test]
+fn optional_variables_left_empty_are_accepted_as_unset() {
+    let app = app_json();
+    let values = app_json_values(&app);
+    let mut builder = checked_like_heroku()
+        .env("HEROKU_API_KEY", "hk-deploy-button-test-key")
+        .env("PIPELINE_IDENTIFIER", "my-pipeline");
+    let mut empty = Vec::new();
+    for name in app_json_env(&app).keys() {
+        if name == "HEROKU_API_KEY" || name == "PIPELINE_IDENTIFIER" {
+            continue;
+        }
+        match values.iter().find(|(n, _)| n == name) {
+            Some((_, value)) => builder = builder.env(name, value),
+            None => {
+                empty.push(name.clone());
+                builder = builder.env(name, "");
+            }
+        }
+    }
+    println!("left empty: {empty:?}");
+    assert_accepted(
+        &builder.run_to_exit(EXIT_TIMEOUT),
+        &format!("app.json's values with {empty:?} empty"),
+    );
+}
+
+/// heroku.yml builds the web process from the Dockerfile and lets its CMD run.
+#[test]
+fn heroku_yml_builds_web_from_the_dockerfile() {
+    let yml: serde_yaml::Value = serde_yaml::from_str(&read_repo_file("heroku.yml"))
+        .unwrap_or_else(|e| panic!("heroku.yml is not valid YAML: {e}"));
+    let web = yml
+        .get("build")
+        .and_then(|b| b.get("docker"))
+        .and_then(|d| d.get("web"))
+        .and_then(serde_yaml::Value::as_str)
+        .unwrap_or_else(|| panic!("heroku.yml has no build.docker.web string: {yml:?}"));
+    assert_eq!(web, "Dockerfile");
+    assert!(
+        repo().join(web).is_file(),
+        "heroku.yml names {web}, which is not a file in the repository"
+    );
+    assert!(
+        yml.get("run").and_then(|r| r.get("web")).is_none(),
+        "heroku.yml overrides run.web; the Dockerfile's CMD (tested in container_cmd.rs) \
+         would not be what Heroku runs"
+    );
+}
+
+// ---- a small Dockerfile reader ----
+
+/// One Dockerfile instruction, continuation lines joined.
+#[derive(Debug, Clone)]
+struct Instruction {
+    keyword: String,
+    args: String,
+}
+
+/// One build stage: its `FROM` image, optional name and instructions.
+#[derive(Debug, Default)]
+struct Stage {
+    image: String,
+    name: Option<String>,
+    instructions: Vec<Instruction>,
+}
+
+/// Split a Dockerfile into instructions: comment lines dropped (also inside
+/// continuations, as Docker does), `\` continuations joined.
+fn instructions(text: &str) -> Vec<Instruction> {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let (part, continues) = match trimmed.strip_suffix('\\') {
+            Some(part) => (part.trim_end(), true),
+            None => (trimmed, false),
+        };
+        if !pending.is_empty() {
+            pending.push(' ');
+        }
+        pending.push_str(part);
+        if !continues {
+            let (keyword, args) = pending
+                .split_once(char::is_whitespace)
+                .unwrap_or((&pending, ""));
+            out.push(Instruction {
+                keyword: keyword.to_ascii_uppercase(),
+                args: args.trim().to_string(),
+            });
+            pending.clear();
+        }
+    }
+    assert!(
+        pending.is_empty(),
+        "the Dockerfile ends inside a continuation"
+    );
+    out
+}
+
+fn stages(text: &str) -> Vec<Stage> {
+    let mut stages: Vec<Stage> = Vec::new();
+    for instruction in instructions(text) {
+        if instruction.keyword == "FROM" {
+            let words: Vec<&str> = instruction
+                .args
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            let name = match words.as_slice() {
+                [_, as_, name] if as_.eq_ignore_ascii_case("as") => Some(name.to_string()),
+                _ => None,
+            };
+            stages.push(Stage {
+                image: words.first().expect("FROM names an image").to_string(),
+                name,
+                instructions: Vec::new(),
+            });
+        } else {
+            stages
+                .last_mut()
+                .unwrap_or_else(|| panic!("{} before any FROM", instruction.keyword))
+                .instructions
+                .push(instruction);
+        }
+    }
+    stages
+}
+
+/// `--flag=value` options and the remaining words of a COPY.
+fn copy_parts(args: &str) -> (Vec<String>, Vec<String>) {
+    let words: Vec<String> = if args.starts_with('[') {
+        serde_json::from_str(args).expect("COPY in JSON form is a JSON array of strings")
+    } else {
+        args.split_whitespace().map(str::to_string).collect()
+    };
+    words.into_iter().partition(|w| w.starts_with("--"))
+}
+
+/// `path` joined to `base` when relative, with `.` and `..` resolved.
+fn container_path(base: &Path, path: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for component in base.join(path).components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(part) => out.push(part),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Where a file at `target` in the image comes from in the repository,
+/// following the runtime stage's WORKDIR and COPY (not `--from`) lines.
+fn repo_source_of(stage: &Stage, target: &Path) -> Option<PathBuf> {
+    let mut workdir = PathBuf::from("/");
+    let mut found = None;
+    for instruction in &stage.instructions {
+        match instruction.keyword.as_str() {
+            "WORKDIR" => workdir = container_path(&workdir, &instruction.args),
+            "COPY" | "ADD" => {
+                let (flags, mut words) = copy_parts(&instruction.args);
+                if flags.iter().any(|f| f.starts_with("--from")) || words.len() < 2 {
+                    continue;
+                }
+                let dest_raw = words.pop().expect("checked above");
+                let dest = container_path(&workdir, &dest_raw);
+                for source in &words {
+                    let in_repo = repo().join(source);
+                    let candidate = if in_repo.is_dir() {
+                        target
+                            .strip_prefix(&dest)
+                            .ok()
+                            .map(|rest| PathBuf::from(source).join(rest))
+                    } else if dest_raw.ends_with('/') || words.len() > 1 {
+                        Path::new(source)
+                            .file_name()
+                            .filter(|name| dest.join(name) == target)
+                            .map(|_| PathBuf::from(source))
+                    } else {
+                        (dest == target).then(|| PathBuf::from(source))
+                    };
+                    if candidate.is_some() {
+                        found = candidate;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// The runtime (last) stage of the shipped Dockerfile, and all stages.
+fn dockerfile() -> Vec<Stage> {
+    let stages = stages(&read_repo_file("Dockerfile"));
+    assert!(!stages.is_empty(), "the Dockerfile has no FROM");
+    stages
+}
+
+fn last<'a>(stage: &'a Stage, keyword: &str) -> Option<&'a Instruction> {
+    stage
+        .instructions
+        .iter()
+        .rev()
+        .find(|i| i.keyword == keyword)
+}
+
+/// The Dockerfile's exec-form CMD runs heroku-lb with a config file COPY puts in the image.
+#[test]
+fn the_dockerfile_cmd_runs_the_binary_with_a_config_file_copied_into_the_image() {
+    let stages = dockerfile();
+    let runtime = stages.last().expect("checked non-empty");
+    let cmd = last(runtime, "CMD").expect("the runtime stage has a CMD (Heroku requires one)");
+    assert!(
+        cmd.args.starts_with('['),
+        "CMD must be in exec form (a JSON array) so heroku-lb is PID 1 and gets SIGTERM \
+         itself, not through /bin/sh: CMD {}",
+        cmd.args
+    );
+    let argv: Vec<String> = serde_json::from_str(&cmd.args)
+        .unwrap_or_else(|e| panic!("CMD {} is not a JSON array of strings: {e}", cmd.args));
+    println!("CMD {argv:?}");
+    assert!(!argv.is_empty(), "CMD is an empty array");
+
+    // The program: a binary copied onto the image's PATH (or an absolute path copied there).
+    let program = &argv[0];
+    let path_dirs = [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ];
+    let copied_to: Vec<PathBuf> = runtime
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == "COPY")
+        .filter_map(|i| copy_parts(&i.args).1.last().map(PathBuf::from))
+        .collect();
+    let program_copied = copied_to.iter().any(|dest| {
+        if program.starts_with('/') {
+            dest == Path::new(program)
+        } else {
+            path_dirs
+                .iter()
+                .any(|dir| dest == &Path::new(dir).join(program))
+        }
+    });
+    assert!(
+        program_copied,
+        "CMD runs {program}, but no COPY in the runtime stage puts it on PATH \
+         (COPY destinations: {copied_to:?})"
+    );
+
+    // The config file: `-c PATH` must be a file COPY put there from the repository.
+    let conf_at = argv
+        .iter()
+        .position(|a| a == "-c" || a == "--conf")
+        .and_then(|i| argv.get(i + 1))
+        .unwrap_or_else(|| panic!("CMD {argv:?} passes no -c <config file>"));
+    assert!(
+        conf_at.starts_with('/'),
+        "CMD's config path {conf_at} should be absolute"
+    );
+    let source = repo_source_of(runtime, Path::new(conf_at)).unwrap_or_else(|| {
+        panic!("no COPY in the runtime stage puts anything at {conf_at} (CMD {argv:?})")
+    });
+    println!("{conf_at} in the image comes from {}", source.display());
+    assert_eq!(source, PathBuf::from("conf/pingora.yaml"));
+    assert!(
+        repo().join(&source).is_file(),
+        "{} does not exist in the repository",
+        source.display()
+    );
+    let dockerignore = repo().join(".dockerignore");
+    if let Ok(ignored) = std::fs::read_to_string(&dockerignore) {
+        for line in ignored.lines().map(str::trim) {
+            assert!(
+                !matches!(line, "conf" | "conf/" | "conf/*" | "*.yaml" | "**/*.yaml"),
+                ".dockerignore excludes the config file with `{line}`"
+            );
+        }
+    }
+}
+
+/// The runtime image is a slim base with CA certificates, runs as a non-root USER, and has no EXPOSE.
+#[test]
+fn the_runtime_stage_is_slim_non_root_with_ca_certificates() {
+    let stages = dockerfile();
+    let runtime = stages.last().expect("checked non-empty");
+    println!(
+        "stages: {:?}",
+        stages
+            .iter()
+            .map(|s| (&s.image, &s.name))
+            .collect::<Vec<_>>()
+    );
+
+    let tag = runtime.image.rsplit_once(':').map(|(_, tag)| tag);
+    assert!(
+        tag.is_some_and(|t| t.ends_with("-slim") || t == "slim"),
+        "the runtime stage should be FROM a *-slim image, got {}",
+        runtime.image
+    );
+
+    let installs_ca = runtime
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == "RUN")
+        .any(|i| i.args.contains("apt-get install") && i.args.contains("ca-certificates"));
+    assert!(
+        installs_ca,
+        "the runtime stage must apt-get install ca-certificates (TLS to *.herokuapp.com \
+         and api.heroku.com)"
+    );
+
+    let user = last(runtime, "USER").expect("the runtime stage sets a USER (Heroku: not root)");
+    let name = user.args.split(':').next().unwrap_or_default().trim();
+    assert!(
+        !name.is_empty() && name != "root" && name != "0",
+        "the runtime USER must not be root: USER {}",
+        user.args
+    );
+    let cmd_index = runtime
+        .instructions
+        .iter()
+        .rposition(|i| i.keyword == "CMD");
+    let user_index = runtime
+        .instructions
+        .iter()
+        .rposition(|i| i.keyword == "USER");
+    assert!(
+        user_index < cmd_index,
+        "USER should come before CMD in the runtime stage"
+    );
+
+    for stage in &stages {
+        for instruction in &stage.instructions {
+            assert_ne!(
+                instruction.keyword, "EXPOSE",
+                "Heroku ignores EXPOSE (the balancer listens on $PORT): EXPOSE {}",
+                instruction.args
+            );
+            if instruction.keyword == "COPY" {
+                for flag in copy_parts(&instruction.args).0 {
+                    if let Some(from) = flag.strip_prefix("--from=") {
+                        assert!(
+                            stages.iter().any(|s| s.name.as_deref() == Some(from)),
+                            "COPY --from={from} names no stage of this Dockerfile"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// hadolint finds nothing wrong with the Dockerfile (skipped when hadolint is not installed).
+#[test]
+fn hadolint_passes_on_the_dockerfile() {
+    let output = match Command::new("hadolint")
+        .arg("Dockerfile")
+        .current_dir(repo())
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("SKIPPED: hadolint is not on PATH (CI installs it): {e}");
+            return;
+        }
+        Err(e) => panic!("run hadolint: {e}"),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("hadolint Dockerfile: {}\n{stdout}{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "hadolint reported problems ({}):\n{stdout}{stderr}",
+        output.status
+    );
+}

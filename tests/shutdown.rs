@@ -1,0 +1,272 @@
+//! Shutdown with the shipped `conf/pingora.yaml` (10 s grace, 5 s shutdown
+//! timeout), as on a Heroku restart: SIGTERM lets an in-flight request finish
+//! and exits 0 well before Heroku's SIGKILL 30 s later, while new
+//! connections are turned away; SIGINT exits at once.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::lb::{LbBuilder, LbProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Heroku's SIGKILL comes 30 s after SIGTERM.
+const SIGKILL_AFTER: Duration = Duration::from_secs(30);
+/// How long the slow backend takes to answer `/slow…`.
+const SLOW: Duration = Duration::from_secs(3);
+
+fn shipped_conf() -> String {
+    format!("{}/conf/pingora.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped file's value of a top-level key.
+fn shipped_key(key: &str) -> u64 {
+    let text = std::fs::read_to_string(shipped_conf()).expect("read conf/pingora.yaml");
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("conf/pingora.yaml is YAML");
+    yaml.get(key)
+        .and_then(serde_yaml::Value::as_u64)
+        .unwrap_or_else(|| panic!("conf/pingora.yaml has no numeric {key}"))
+}
+
+/// The balancer with the shipped config file itself (no test overrides of grace periods).
+fn with_shipped_conf() -> LbBuilder {
+    LbBuilder::new()
+        .without_config_file()
+        .arg("-c")
+        .arg(&shipped_conf())
+}
+
+/// A backend that answers paths starting with `/slow` after `SLOW`, and
+/// everything else (health checks, warm-up) at once; one request per
+/// connection, `Connection: close`.
+struct SlowBackend {
+    addr: SocketAddr,
+    slow_seen: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl SlowBackend {
+    const NAME: &'static str = "slow-app";
+
+    async fn start() -> SlowBackend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the slow backend on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local_addr");
+        let slow_seen = Arc::new(AtomicUsize::new(0));
+        let seen = slow_seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                tokio::spawn(serve_one(stream, seen.clone()));
+            }
+        });
+        SlowBackend {
+            addr,
+            slow_seen,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn slow_seen(&self) -> usize {
+        self.slow_seen.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SlowBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_one(mut stream: TcpStream, slow_seen: Arc<AtomicUsize>) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 64 * 1024 {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => request.extend_from_slice(&buf[..n]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&request);
+    let path = head.split_whitespace().nth(1).unwrap_or("/");
+    if path.starts_with("/slow") {
+        slow_seen.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(SLOW).await;
+    }
+    let body = SlowBackend::NAME;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Wait up to `timeout` for the balancer to exit, without blocking the runtime.
+async fn wait_exit(lb: &mut LbProcess, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = lb.try_status() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a brand-new connection gets: None if refused, else the first bytes of an answer.
+async fn try_new_connection(port: u16) -> Option<String> {
+    let connect = tokio::time::timeout(
+        Duration::from_secs(2),
+        TcpStream::connect(("127.0.0.1", port)),
+    );
+    let mut stream = match connect.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            println!("new connection after SIGTERM: {e}");
+            return None;
+        }
+        Err(_) => {
+            println!("new connection after SIGTERM: connect timed out");
+            return None;
+        }
+    };
+    let request = "GET /after-sigterm HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    println!("new connection after SIGTERM: accepted; read {read:?}, answer {answer:?}");
+    Some(answer)
+}
+
+/// SIGTERM lets an in-flight slow request finish with 200, refuses new connections, and exits 0 before SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_sigkill() {
+    let grace = shipped_key("grace_period_seconds");
+    let timeout = shipped_key("graceful_shutdown_timeout_seconds");
+    println!(
+        "shipped conf: grace_period_seconds {grace}, graceful_shutdown_timeout_seconds {timeout}"
+    );
+    assert!(
+        Duration::from_secs(grace + timeout) < SIGKILL_AFTER,
+        "the shipped shutdown budget {grace} s + {timeout} s does not fit in Heroku's 30 s"
+    );
+
+    let backend = SlowBackend::start().await;
+    let mut lb = with_shipped_conf().backends(&[backend.url()]).start().await;
+    let client = common::http_client_with_timeout(SIGKILL_AFTER);
+    lb.wait_proxying(&client).await;
+
+    let slow_request = tokio::spawn(common::send(client.get(lb.url_for("/slow-checkout"))));
+    common::wait_until(
+        "the slow request to reach the backend",
+        100,
+        Duration::from_millis(20),
+        || async { backend.slow_seen() > 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let signalled = Instant::now();
+    lb.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let late = try_new_connection(lb.port()).await;
+    assert!(
+        !late.as_deref().unwrap_or("").starts_with("HTTP/1.1 200"),
+        "a connection opened after SIGTERM was served: {late:?}"
+    );
+
+    let reply = slow_request
+        .await
+        .expect("the request task did not panic")
+        .unwrap_or_else(|e| {
+            panic!(
+                "the in-flight request failed after SIGTERM: {e}\nstdout:\n{}",
+                lb.stdout()
+            )
+        });
+    let answered_after = signalled.elapsed();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, SlowBackend::NAME);
+    assert_eq!(
+        backend.slow_seen(),
+        1,
+        "the slow request was retried or duplicated"
+    );
+
+    let status = wait_exit(&mut lb, SIGKILL_AFTER).await;
+    let exited_after = signalled.elapsed();
+    println!(
+        "in-flight request answered {answered_after:?} after SIGTERM; process exited \
+         {exited_after:?} after SIGTERM with {status:?}"
+    );
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "heroku-lb still running {SIGKILL_AFTER:?} after SIGTERM (Heroku would SIGKILL it); \
+             stdout:\n{}",
+            lb.stdout()
+        )
+    });
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}; stdout:\n{}\nstderr:\n{}",
+        lb.stdout(),
+        lb.stderr()
+    );
+    let shutdown_lines: Vec<_> = lb
+        .stdout()
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("sigterm") || l.contains("grace") || l.contains("exit")
+        })
+        .map(str::to_string)
+        .collect();
+    println!("shutdown log:\n{}", shutdown_lines.join("\n"));
+}
+
+/// SIGINT is a fast shutdown: the process exits within 3 s, without the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_exits_at_once_without_the_grace_period() {
+    let backend = SlowBackend::start().await;
+    let mut lb = with_shipped_conf().backends(&[backend.url()]).start().await;
+    lb.wait_proxying(&common::http_client()).await;
+
+    let signalled = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(lb.pid().to_string())
+        .status()
+        .expect("run kill -INT");
+    assert!(kill.success(), "kill -INT failed");
+    let status = wait_exit(&mut lb, Duration::from_secs(3)).await;
+    let elapsed = signalled.elapsed();
+    println!("SIGINT to exit: {elapsed:?}, status {status:?}");
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "heroku-lb still running 3 s after SIGINT; stdout:\n{}",
+            lb.stdout()
+        )
+    });
+    assert!(
+        status.success(),
+        "exit status after SIGINT: {status}; stderr:\n{}",
+        lb.stderr()
+    );
+}
