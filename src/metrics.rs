@@ -10,9 +10,9 @@
 //! `_seconds` durations.
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    TextEncoder,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -24,12 +24,26 @@ pub struct Metrics {
     pub backend_in_flight: IntGaugeVec,
     pub health_check_failures: IntCounterVec,
     pub passive_ejections: IntCounterVec,
-    pub discovery_rounds: IntGauge,
-    pub discovery_errors: IntGauge,
+    pub discovery_rounds: IntCounter,
+    pub discovery_errors: IntCounter,
     pub api_rate_limit_remaining: IntGauge,
-    pub api_requests: IntGauge,
+    pub api_requests: IntCounter,
     pub backends: IntGauge,
 }
+
+/// Reasons a health check fails (`health.rs`), the `reason` label.
+pub const CHECK_FAILURE_REASONS: [&str; 10] = [
+    "unresolved",
+    "refused",
+    "connect",
+    "timeout",
+    "tls",
+    "reset",
+    "protocol",
+    "status",
+    "request",
+    "other",
+];
 
 /// Status classes used as the `class` label of requests.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -67,11 +81,11 @@ fn registered() -> Result<Metrics, prometheus::Error> {
             "Backends taken out of rotation by failures seen on live traffic.",
             &["backend"]
         )?,
-        discovery_rounds: register_int_gauge!(
+        discovery_rounds: register_int_counter!(
             "heroku_lb_discovery_rounds_total",
             "Discovery rounds run."
         )?,
-        discovery_errors: register_int_gauge!(
+        discovery_errors: register_int_counter!(
             "heroku_lb_discovery_errors_total",
             "Discovery rounds that failed."
         )?,
@@ -79,7 +93,7 @@ fn registered() -> Result<Metrics, prometheus::Error> {
             "heroku_lb_platform_api_ratelimit_remaining",
             "Last RateLimit-Remaining answered by the Heroku Platform API (-1: not yet known)."
         )?,
-        api_requests: register_int_gauge!(
+        api_requests: register_int_counter!(
             "heroku_lb_platform_api_requests_total",
             "Requests sent to the Heroku Platform API."
         )?,
@@ -106,6 +120,13 @@ pub struct TargetMetrics {
 impl TargetMetrics {
     pub fn new(backend: &str) -> Self {
         let m = metrics();
+        // Series that start at zero exist from the start, so a dashboard sees
+        // 0 rather than "no data" and `increase()` counts the first event.
+        m.passive_ejections.with_label_values(&[backend]);
+        for reason in CHECK_FAILURE_REASONS {
+            m.health_check_failures
+                .with_label_values(&[backend, reason]);
+        }
         TargetMetrics {
             by_class: CLASSES.map(|class| m.requests.with_label_values(&[backend, class])),
             no_response: m.requests.with_label_values(&[backend, "error"]),
@@ -119,6 +140,14 @@ impl TargetMetrics {
             Some(code @ 100..=599) => self.by_class[(code / 100 - 1) as usize].inc(),
             _ => self.no_response.inc(),
         }
+    }
+}
+
+/// Raise `counter` to `value` (state kept elsewhere, mirrored at scrape time).
+pub fn advance_to(counter: &IntCounter, value: u64) {
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
     }
 }
 

@@ -8,7 +8,7 @@
 //!   only `Authorization: Bearer <token>` gets the detail; others get the
 //!   [`Summary`] (no hostnames).
 //! - `GET metrics`: Prometheus text (`metrics.rs`), with state gauges set from
-//!   a fresh snapshot.
+//!   a fresh snapshot; behind the token too, when one is set (it names apps).
 //!
 //! Input: the `LoadBalancer` (membership and Pingora's health), each
 //! `AppTarget` (address, checks, counters), discovery's status and the
@@ -222,6 +222,17 @@ impl StatusPage {
                 };
                 respond(session, code, content_type, body).await?;
             }
+            // Metrics name every app: behind the token like the status detail
+            // (Prometheus sends it with `authorization: {credentials: …}`).
+            "metrics" if !self.authorized(session) => {
+                respond(
+                    session,
+                    401,
+                    "text/plain; charset=utf-8",
+                    b"bearer token required\n".to_vec(),
+                )
+                .await?;
+            }
             "metrics" => {
                 self.update_gauges(&self.snapshot());
                 match metrics::render() {
@@ -263,8 +274,9 @@ impl StatusPage {
             .headers
             .get("authorization")
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token);
         constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
     }
 
@@ -282,11 +294,12 @@ impl StatusPage {
                 .set(backend.in_flight as i64);
         }
         m.backends.set(snapshot.backends_total as i64);
-        m.discovery_rounds.set(snapshot.discovery.rounds as i64);
-        m.discovery_errors
-            .set(snapshot.discovery.failed_rounds as i64);
-        m.api_requests
-            .set(snapshot.discovery.api_requests.unwrap_or(0) as i64);
+        metrics::advance_to(&m.discovery_rounds, snapshot.discovery.rounds);
+        metrics::advance_to(&m.discovery_errors, snapshot.discovery.failed_rounds);
+        metrics::advance_to(
+            &m.api_requests,
+            snapshot.discovery.api_requests.unwrap_or(0),
+        );
         m.api_rate_limit_remaining.set(
             snapshot
                 .discovery

@@ -1,0 +1,487 @@
+//! `/_lb/status`: JSON for machines (200 while a backend is healthy, 503 when
+//! none is), an HTML page for browsers, detail only for holders of
+//! `LB_STATUS_TOKEN` when one is set; and the admin prefix, whose paths are
+//! answered by the balancer and never forwarded to an app.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::backend::{TestBackend, BACKEND_HEADER};
+use common::lb::{LbBuilder, LbProcess};
+use common::Reply;
+use serde_json::Value;
+
+/// The token the token tests configure.
+const TOKEN: &str = "s3cret-status-token";
+
+/// What a browser sends as `Accept` for a page.
+const BROWSER_ACCEPT: &str =
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+
+/// A balancer over `backends` checking `/health` every 0.3 s.
+fn balancer(backends: &[TestBackend]) -> LbBuilder {
+    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
+    LbBuilder::new()
+        .backends(&urls)
+        .env("HEALTH_CHECK_INTERVAL", "0.3")
+        .env("HEALTH_CHECK_PATH", "/health")
+}
+
+/// GET `path` on the balancer with `headers`.
+async fn get_with(
+    client: &reqwest::Client,
+    lb: &LbProcess,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = client.get(lb.url_for(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    common::send(request)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} {headers:?}: {e}"))
+}
+
+/// Parse a status body as JSON.
+fn json(reply: &Reply) -> Value {
+    serde_json::from_str(&reply.body)
+        .unwrap_or_else(|e| panic!("the status body is not JSON ({e}): {reply:?}"))
+}
+
+/// Poll `/_lb/status` (with `headers`) until `check` holds for the answer; return it.
+async fn wait_status(
+    client: &reqwest::Client,
+    lb: &LbProcess,
+    headers: &[(&str, &str)],
+    what: &str,
+    check: impl Fn(&Reply, &Value) -> bool,
+) -> (Reply, Value) {
+    let mut last = None;
+    for _ in 0..320 {
+        let reply = get_with(client, lb, "/_lb/status", headers).await;
+        let value = json(&reply);
+        if check(&reply, &value) {
+            return (reply, value);
+        }
+        last = Some(reply);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "/_lb/status never showed {what}; last answer: {last:?}; stderr:\n{}",
+        lb.stderr()
+    );
+}
+
+/// Panics unless `value` is an object with at least the keys `expected`
+/// (fields added later do not break the documented ones).
+fn assert_has_keys(value: &Value, expected: &[&str]) {
+    let present = keys(value);
+    let missing: Vec<&&str> = expected.iter().filter(|k| !present.contains(**k)).collect();
+    assert!(missing.is_empty(), "missing {missing:?} in {value:#}");
+}
+
+/// The keys of a JSON object.
+fn keys(value: &Value) -> BTreeSet<&str> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {value:#}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// Whether `body` gives away where any of `backends` is.
+fn leaks(body: &str, backends: &[TestBackend]) -> Vec<String> {
+    let mut found = Vec::new();
+    for needle in ["127.0.0.1", "http://", "https://"] {
+        if body.contains(needle) {
+            found.push(needle.to_string());
+        }
+    }
+    for backend in backends {
+        let port = backend.port().to_string();
+        if body.contains(&port) {
+            found.push(port);
+        }
+    }
+    found
+}
+
+/// Every documented field is there with the right type, and the answer goes 200 ok, 200 degraded, 503 down as backends fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_json_reports_ok_degraded_and_down_with_200_200_and_503() {
+    let backends = TestBackend::start_many("app", 2).await;
+    let lb = balancer(&backends).env("DYNO", "web.7").start().await;
+    let client = common::http_client();
+
+    let (reply, status) =
+        wait_status(&client, &lb, &[], "status ok", |_, s| s["status"] == "ok").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let content_type = reply.headers["content-type"].to_str().unwrap_or("");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    assert_has_keys(
+        &status,
+        &[
+            "status",
+            "instance",
+            "version",
+            "uptime_seconds",
+            "policy",
+            "backends_total",
+            "backends_healthy",
+            "discovery",
+            "backends",
+        ],
+    );
+    assert_eq!(status["instance"], "web.7");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["uptime_seconds"].is_u64(), "{status:#}");
+    assert!(
+        status["policy"].as_str().is_some_and(|p| !p.is_empty()),
+        "{status:#}"
+    );
+    assert_eq!(status["backends_total"], 2);
+    assert_eq!(status["backends_healthy"], 2);
+
+    let discovery = &status["discovery"];
+    assert_has_keys(
+        discovery,
+        &[
+            "source",
+            "rounds",
+            "failed_rounds",
+            "last_success",
+            "last_error",
+            "last_error_at",
+            "apps_known",
+            "api_requests",
+            "api_rate_limit_remaining",
+        ],
+    );
+    assert_eq!(discovery["source"], "static");
+    assert!(discovery["rounds"].as_u64() >= Some(1), "{discovery:#}");
+    assert_eq!(discovery["failed_rounds"], 0);
+    assert!(discovery["last_success"].is_string(), "{discovery:#}");
+    assert!(discovery["last_error"].is_null(), "{discovery:#}");
+    assert!(discovery["last_error_at"].is_null(), "{discovery:#}");
+    assert_eq!(discovery["apps_known"], 2);
+    // No Platform API in static mode.
+    assert!(discovery["api_requests"].is_null(), "{discovery:#}");
+    assert!(
+        discovery["api_rate_limit_remaining"].is_null(),
+        "{discovery:#}"
+    );
+
+    let listed = status["backends"].as_array().expect("backends is a list");
+    assert_eq!(listed.len(), 2, "{status:#}");
+    for backend in &backends {
+        let view = listed
+            .iter()
+            .find(|v| v["url"] == backend.url())
+            .unwrap_or_else(|| panic!("{} not listed: {status:#}", backend.url()));
+        assert_has_keys(
+            view,
+            &[
+                "name",
+                "url",
+                "healthy",
+                "state",
+                "weight",
+                "address",
+                "last_check",
+                "last_check_ok",
+                "last_check_at",
+                "consecutive_failures",
+                "requests",
+                "responses_5xx",
+                "connect_failures",
+            ],
+        );
+        assert_eq!(view["name"], backend.addr().to_string(), "{view:#}");
+        assert_eq!(view["healthy"], true, "{view:#}");
+        assert_eq!(view["state"], "healthy", "{view:#}");
+        assert_eq!(view["weight"], 1, "{view:#}");
+        assert_eq!(view["address"], backend.addr().to_string(), "{view:#}");
+        assert_eq!(view["last_check"], "ok", "{view:#}");
+        assert_eq!(view["last_check_ok"], true, "{view:#}");
+        let checked_at = view["last_check_at"].as_str().unwrap_or("");
+        assert!(
+            checked_at.len() >= 20 && checked_at.as_bytes()[10] == b'T',
+            "last_check_at is not an RFC 3339 time: {view:#}"
+        );
+        assert_eq!(view["consecutive_failures"], 0, "{view:#}");
+        for counter in ["requests", "responses_5xx", "connect_failures"] {
+            assert!(view[counter].is_u64(), "{counter}: {view:#}");
+        }
+    }
+
+    backends[0].stop_listening().await;
+    let (reply, status) = wait_status(&client, &lb, &[], "status degraded", |_, s| {
+        s["status"] == "degraded"
+    })
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(status["backends_total"], 2);
+    assert_eq!(status["backends_healthy"], 1);
+    let view = status["backends"]
+        .as_array()
+        .and_then(|list| list.iter().find(|v| v["url"] == backends[0].url()))
+        .expect("the stopped backend is still listed");
+    assert_eq!(view["healthy"], false, "{view:#}");
+    assert_eq!(view["state"], "failing checks", "{view:#}");
+    assert_eq!(view["last_check"], "connection refused", "{view:#}");
+    assert_eq!(view["last_check_ok"], false, "{view:#}");
+
+    backends[1].stop_listening().await;
+    let (reply, status) = wait_status(&client, &lb, &[], "status down", |_, s| {
+        s["status"] == "down"
+    })
+    .await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(status["backends_total"], 2);
+    assert_eq!(status["backends_healthy"], 0);
+    assert_eq!(status["instance"], "web.7");
+}
+
+/// With LB_STATUS_TOKEN set, only `Authorization: Bearer <token>` gets the detail; everyone else gets a summary naming no backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_token_hides_the_detail_from_callers_without_it() {
+    let backends = TestBackend::start_many("app", 2).await;
+    let lb = balancer(&backends)
+        .env("LB_STATUS_TOKEN", TOKEN)
+        .start()
+        .await;
+    let client = common::http_client();
+    wait_status(&client, &lb, &[], "both backends healthy", |_, s| {
+        s["backends_healthy"] == 2
+    })
+    .await;
+
+    let wrong = [
+        vec![],
+        vec![("Authorization", "Bearer wrong-token".to_string())],
+        vec![("Authorization", format!("Bearer {TOKEN}x"))],
+        vec![(
+            "Authorization",
+            format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]),
+        )],
+        vec![("Authorization", "Bearer ".to_string())],
+        vec![("Authorization", TOKEN.to_string())],
+        vec![("Authorization", format!("Basic {TOKEN}"))],
+        vec![("X-Status-Token", TOKEN.to_string())],
+    ];
+    for headers in &wrong {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let reply = get_with(&client, &lb, "/_lb/status", &headers).await;
+        assert_eq!(reply.status, 200, "{headers:?}: {reply:?}");
+        let summary = json(&reply);
+        assert_eq!(
+            keys(&summary),
+            BTreeSet::from(["status", "backends_total", "backends_healthy"]),
+            "{headers:?}: {summary:#}"
+        );
+        assert_eq!(summary["status"], "ok");
+        assert_eq!(summary["backends_total"], 2);
+        assert_eq!(summary["backends_healthy"], 2);
+        let leaked = leaks(&reply.body, &backends);
+        assert!(
+            leaked.is_empty(),
+            "{headers:?}: the summary gives away {leaked:?}: {}",
+            reply.body
+        );
+    }
+
+    let bearer = format!("Bearer {TOKEN}");
+    let reply = get_with(&client, &lb, "/_lb/status", &[("Authorization", &bearer)]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let detail = json(&reply);
+    assert!(detail["discovery"].is_object(), "{detail:#}");
+    assert!(
+        detail["instance"].is_null(),
+        "no DYNO, no instance: {detail:#}"
+    );
+    let urls: BTreeSet<&str> = detail["backends"]
+        .as_array()
+        .expect("the detail lists backends")
+        .iter()
+        .filter_map(|v| v["url"].as_str())
+        .collect();
+    let expected: Vec<String> = backends.iter().map(|b| b.url()).collect();
+    assert_eq!(
+        urls,
+        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+}
+
+/// A browser gets one self-contained HTML page with a table of the backends (only with the token) that refreshes itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_gets_a_self_contained_html_status_page() {
+    let backends = TestBackend::start_many("app", 2).await;
+    let lb = balancer(&backends)
+        .env("LB_STATUS_TOKEN", TOKEN)
+        .start()
+        .await;
+    let client = common::http_client();
+    wait_status(&client, &lb, &[], "both backends healthy", |_, s| {
+        s["backends_healthy"] == 2
+    })
+    .await;
+
+    let bearer = format!("Bearer {TOKEN}");
+    let page = get_with(
+        &client,
+        &lb,
+        "/_lb/status",
+        &[("Accept", BROWSER_ACCEPT), ("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let content_type = page.headers["content-type"].to_str().unwrap_or("");
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let body = &page.body;
+    let lower = body.to_ascii_lowercase();
+    assert!(lower.starts_with("<!doctype html"), "{body}");
+    assert!(lower.contains("<table"), "no table: {body}");
+    assert!(
+        lower.contains("<meta http-equiv=\"refresh\""),
+        "no refresh: {body}"
+    );
+    for backend in &backends {
+        assert!(
+            body.contains(&backend.url()),
+            "{} missing: {body}",
+            backend.url()
+        );
+    }
+    // Self-contained: nothing for the browser to fetch from elsewhere.
+    for external in ["src=", "href=", "@import", "url("] {
+        assert!(
+            !lower.contains(external),
+            "'{external}' in the page: {body}"
+        );
+    }
+
+    for headers in [
+        vec![("Accept", BROWSER_ACCEPT)],
+        vec![("Accept", BROWSER_ACCEPT), ("Authorization", "Bearer nope")],
+    ] {
+        let page = get_with(&client, &lb, "/_lb/status", &headers).await;
+        assert_eq!(page.status, 200, "{headers:?}: {page:?}");
+        let content_type = page.headers["content-type"].to_str().unwrap_or("");
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        let leaked = leaks(&page.body, &backends);
+        assert!(
+            leaked.is_empty(),
+            "{headers:?}: the page gives away {leaked:?}: {}",
+            page.body
+        );
+        assert!(!page.body.contains("<table"), "{}", page.body);
+    }
+}
+
+/// Every path under /_lb/ is answered by the balancer (status, metrics, 404, 405) and none reaches a backend; /_lbx is an ordinary path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_paths_are_answered_by_the_balancer_and_never_forwarded() {
+    let backends = TestBackend::start_many("app", 2).await;
+    let lb = balancer(&backends).start().await;
+    let client = common::http_client();
+    lb.wait_proxying(&client).await;
+
+    let cases: [(reqwest::Method, &str, u16); 11] = [
+        (reqwest::Method::GET, "/_lb/status", 200),
+        (reqwest::Method::GET, "/_lb/status?verbose=1", 200),
+        (reqwest::Method::GET, "/_lb/metrics", 200),
+        (reqwest::Method::GET, "/_lb/nope", 404),
+        (reqwest::Method::GET, "/_lb/status/more", 404),
+        (reqwest::Method::GET, "/_lb/", 404),
+        (reqwest::Method::GET, "/_lb", 404),
+        (reqwest::Method::HEAD, "/_lb/status", 200),
+        (reqwest::Method::POST, "/_lb/status", 405),
+        (reqwest::Method::DELETE, "/_lb/metrics", 405),
+        (reqwest::Method::PUT, "/_lb/nope", 405),
+    ];
+    for (method, path, expected) in &cases {
+        let mut request = client.request(method.clone(), lb.url_for(path));
+        if *method == reqwest::Method::POST || *method == reqwest::Method::PUT {
+            request = request.body("x=1");
+        }
+        let reply = common::send(request)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(reply.status, *expected, "{method} {path}: {reply:?}");
+        assert!(
+            !reply.headers.contains_key(BACKEND_HEADER),
+            "{method} {path} was answered by a backend: {reply:?}"
+        );
+    }
+
+    let reply = common::get(&client, &lb.url_for("/_lbx")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply.headers.contains_key(BACKEND_HEADER),
+        "/_lbx is not under /_lb/ and goes to an app: {reply:?}"
+    );
+
+    for backend in &backends {
+        let forwarded: Vec<String> = backend
+            .requests()
+            .into_iter()
+            .map(|r| r.path)
+            .filter(|path| path == "/_lb" || path.starts_with("/_lb/") || path.starts_with("/_lb?"))
+            .collect();
+        assert!(
+            forwarded.is_empty(),
+            "{} received admin paths: {forwarded:?}",
+            backend.name()
+        );
+    }
+    let lbx: usize = backends.iter().map(|b| b.count_to("/_lbx")).sum();
+    assert_eq!(lbx, 1);
+}
+
+/// With `admin_path_prefix: /_admin/` the status lives there, and /_lb/status becomes an ordinary path proxied to an app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_prefix_can_be_moved_and_the_old_one_is_then_proxied() {
+    let backends = TestBackend::start_many("app", 2).await;
+    let lb = balancer(&backends)
+        .config("admin_path_prefix", "\"/_admin/\"")
+        .start()
+        .await;
+    let client = common::http_client();
+    lb.wait_proxying(&client).await;
+
+    let reply = common::get(&client, &lb.url_for("/_admin/status")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(!reply.headers.contains_key(BACKEND_HEADER), "{reply:?}");
+    let status = json(&reply);
+    assert_eq!(status["backends_total"], 2, "{status:#}");
+    assert!(
+        status["instance"].is_null(),
+        "no DYNO, no instance: {status:#}"
+    );
+
+    let reply = common::get(&client, &lb.url_for("/_admin/metrics")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.contains("heroku_lb_requests_total"), "{reply:?}");
+    let reply = common::get(&client, &lb.url_for("/_admin/nope")).await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+
+    let reply = common::get(&client, &lb.url_for("/_lb/status")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let from = reply
+        .headers
+        .get(BACKEND_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("/_lb/status was not proxied: {reply:?}"));
+    assert_eq!(reply.body, from, "the app's own answer comes back");
+    let proxied: usize = backends.iter().map(|b| b.count_to("/_lb/status")).sum();
+    assert_eq!(proxied, 1);
+    let admin: usize = backends.iter().map(|b| b.count_to("/_admin")).sum();
+    assert_eq!(admin, 0, "an /_admin/ path reached an app");
+}
