@@ -15,6 +15,7 @@
 
 mod access_log;
 mod hop_headers;
+mod request_limits;
 
 pub use access_log::TARGET as ACCESS_LOG_TARGET;
 
@@ -142,6 +143,17 @@ impl ProxyHttp for AppProxy {
         });
         if let Some(sticky) = &self.sticky {
             ctx.client_token = sticky.find(session.req_header().headers.get_all("cookie").iter());
+        }
+        let raw_head = || session.as_ref().to_h1_raw();
+        if let Some((code, why)) = request_limits::refusal(session.req_header(), raw_head) {
+            warn!(
+                "refused request_id={} status={code} reason=\"{why}\"",
+                ctx.request_id.as_deref().unwrap_or("-")
+            );
+            // The framing may not be trusted: answer, then close.
+            session.set_keepalive(None);
+            session.respond_error(code).await?;
+            return Ok(true);
         }
         if self.status.owns(session.req_header().uri.path()) {
             return self.status.serve(session).await;
