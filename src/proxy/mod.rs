@@ -341,6 +341,11 @@ impl ProxyHttp for AppProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        // The client went away: nothing to retry, and not the app's fault.
+        if e.esource() == &ErrorSource::Downstream {
+            e.set_retry(false);
+            return e;
+        }
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
         if !replayable {
