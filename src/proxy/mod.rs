@@ -155,6 +155,9 @@ impl ProxyHttp for AppProxy {
             session.respond_error(code).await?;
             return Ok(true);
         }
+        if request_limits::stray_upgrade(session.req_header()) {
+            session.req_header_mut().remove_header("upgrade");
+        }
         if self.status.owns(session.req_header().uri.path()) {
             return self.status.serve(session).await;
         }
@@ -259,6 +262,11 @@ impl ProxyHttp for AppProxy {
         // 1xx answers precede the real one.
         if upstream_response.status.is_informational() {
             return Ok(());
+        }
+        if let Some(why) = request_limits::response_refusal(upstream_response) {
+            let mut e = Error::explain(ErrorType::InvalidHTTPHeader, why);
+            e.esource = ErrorSource::Upstream;
+            return Err(e);
         }
         let status = upstream_response.status.as_u16();
         ctx.upstream_status = Some(status);
@@ -368,6 +376,18 @@ impl ProxyHttp for AppProxy {
             e.retry.decide_reuse(client_reused);
         }
         e
+    }
+
+    /// The request as Pingora's own error lines name it: method, path and
+    /// Host, never the query string (it may carry tokens).
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let request = session.req_header();
+        let host = request
+            .headers
+            .get("host")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("-");
+        format!("{} {}, Host: {host}", request.method, request.uri.path())
     }
 
     /// Connect failures are logged above, once, with the app; Pingora's own

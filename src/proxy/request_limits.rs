@@ -1,7 +1,10 @@
 //! Requests heroku-lb refuses before choosing a backend, with Heroku's router
 //! limits: a request line or header line over 8 KiB, more than 1,000 headers,
 //! or a body framed two ways at once (`Content-Length` and
-//! `Transfer-Encoding`), which is how request smuggling starts.
+//! `Transfer-Encoding`), which is how request smuggling starts. Also the
+//! responses it refuses to pass on (a header line over 8 KiB, or over 64 KiB
+//! of headers: Pingora alone accepts up to 1 MiB), and the `Upgrade` header
+//! of a request that did not ask to upgrade.
 //! Pingora's own parser refuses larger heads (64 KiB) with a plain 400, and
 //! when a body is framed both ways it drops `Content-Length` and closes the
 //! connection after the answer (RFC 9112 §6.3), which is safe but hides the
@@ -44,6 +47,36 @@ pub fn refusal(
     None
 }
 
+/// Largest response head passed on.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Why a response head is refused (the client then gets a 502), if it is.
+pub fn response_refusal(response: &pingora::http::ResponseHeader) -> Option<&'static str> {
+    let mut total = 0;
+    for (name, value) in response.headers.iter() {
+        let line = name.as_str().len() + 2 + value.len();
+        if line > MAX_LINE {
+            return Some("a response header line longer than 8 KiB");
+        }
+        total += line + 2;
+    }
+    (total > MAX_RESPONSE_HEAD).then_some("response headers larger than 64 KiB")
+}
+
+/// Whether the request asks to switch protocols: an `Upgrade` header *and* a
+/// `Connection` header naming `upgrade` (RFC 9110 §7.8). Pingora treats
+/// `Upgrade` alone as a WebSocket handshake, so a stray one is removed.
+pub fn stray_upgrade(request: &RequestHeader) -> bool {
+    request.headers.contains_key("upgrade")
+        && !request.headers.get_all("connection").iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        })
+}
+
 /// Whether a raw request head has a `Content-Length` line.
 fn has_content_length(head: &[u8]) -> bool {
     head.split(|byte| *byte == b'\n')
@@ -80,6 +113,36 @@ mod tests {
             .map(|_| ("x-h", "v".to_string()))
             .collect();
         assert_eq!(refusal(&request("/", &many), none).map(|r| r.0), Some(431));
+    }
+
+    #[test]
+    fn an_upgrade_needs_connection_upgrade() {
+        let stray = request(
+            "/",
+            &[
+                ("upgrade", "websocket".to_string()),
+                ("connection", "keep-alive".to_string()),
+            ],
+        );
+        assert!(stray_upgrade(&stray));
+        let real = request(
+            "/",
+            &[
+                ("upgrade", "websocket".to_string()),
+                ("connection", "keep-alive, Upgrade".to_string()),
+            ],
+        );
+        assert!(!stray_upgrade(&real));
+    }
+
+    #[test]
+    fn oversized_response_heads_are_refused() {
+        let mut response = pingora::http::ResponseHeader::build(200, None).expect("response");
+        assert_eq!(response_refusal(&response), None);
+        response
+            .append_header("x-big", "b".repeat(MAX_LINE))
+            .expect("header");
+        assert!(response_refusal(&response).is_some());
     }
 
     #[test]

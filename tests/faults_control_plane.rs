@@ -1,0 +1,292 @@
+//! Control-plane faults: the fake Platform API fails in each of its ten ways
+//! while two apps are known and clients keep sending requests. Every request
+//! must still answer 200, `/_lb/status` must show the failure
+//! (`discovery.last_error` naming the API URL, `failed_rounds` above 0), and
+//! the balancer's memory must stay bounded while the API sends a 10 MB body or
+//! a `Next-Range` that never ends (the client caps bodies at 4 MB).
+//! `tests/discovery.rs` covers "keeps serving, logged once"; this file covers
+//! what an operator sees and what it costs. Modes run in parallel, one
+//! balancer (and one fake API) each.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::backend::TestBackend;
+use common::heroku_api::{AppFixture, Failure, FakeHerokuApi};
+use common::lb::{LbBuilder, LbProcess};
+use serde_json::Value;
+
+const KEY: &str = "hrku-faults-cp-key-51c0e7-do-not-log";
+/// How long each failure mode runs while requests flow.
+const FAILING_FOR: Duration = Duration::from_secs(3);
+/// Largest VmRSS growth accepted across a failure mode.
+const RSS_GROWTH_LIMIT_KB: u64 = 50 * 1024;
+
+/// Every failure switch of the fake Platform API.
+fn all_modes() -> Vec<Failure> {
+    vec![
+        Failure::Refuse,
+        Failure::ResetMidBody,
+        Failure::Stall(Duration::from_secs(5)),
+        Failure::Status(500),
+        Failure::RateLimited,
+        Failure::Unauthorized,
+        Failure::TruncatedJson,
+        Failure::WrongShape,
+        Failure::Huge,
+        Failure::LoopingNextRange,
+    ]
+}
+
+/// VmRSS of a process in kB, from /proc/<pid>/status.
+fn vm_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `/_lb/status` as JSON, or why not.
+async fn status_json(client: &reqwest::Client, lb: &LbProcess) -> Result<Value, String> {
+    let reply = common::send(client.get(lb.url_for("/_lb/status"))).await?;
+    serde_json::from_str(&reply.body).map_err(|e| format!("status is not JSON ({e}): {reply:?}"))
+}
+
+/// What one failure mode did to the balancer.
+#[derive(Debug)]
+struct ModeOutcome {
+    mode: Failure,
+    /// Requests sent while the API was failing.
+    sent: usize,
+    /// Requests that did not answer 200, with the reason.
+    failed: Vec<String>,
+    /// The `discovery` object of the last status answer.
+    discovery: Value,
+    rss_before_kb: u64,
+    /// Largest VmRSS sampled while the API was failing (and just after).
+    rss_peak_kb: u64,
+    rss_after_kb: u64,
+    /// Problems other than failed requests (status never showed the error, ...).
+    problems: Vec<String>,
+    api_url: String,
+    output: String,
+}
+
+impl ModeOutcome {
+    fn growth_kb(&self) -> u64 {
+        self.rss_peak_kb
+            .max(self.rss_after_kb)
+            .saturating_sub(self.rss_before_kb)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{:?}: {} requests, {} failed; failed_rounds={} last_error={}; VmRSS {} kB -> peak {} kB -> {} kB (+{} kB)",
+            self.mode,
+            self.sent,
+            self.failed.len(),
+            self.discovery["failed_rounds"],
+            self.discovery["last_error"],
+            self.rss_before_kb,
+            self.rss_peak_kb,
+            self.rss_after_kb,
+            self.growth_kb()
+        )
+    }
+}
+
+/// Two apps serve; the API starts failing with `mode`; requests flow for
+/// `FAILING_FOR` while VmRSS is sampled; then the status page is read.
+async fn run_mode(mode: Failure) -> ModeOutcome {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("faults");
+    let one = TestBackend::start("cp-one").await;
+    let two = TestBackend::start("cp-two").await;
+    api.add_app(AppFixture::new(
+        "cp-one",
+        &pipeline,
+        &format!("{}/", one.url()),
+    ));
+    api.add_app(AppFixture::new(
+        "cp-two",
+        &pipeline,
+        &format!("{}/", two.url()),
+    ));
+    let lb = LbBuilder::new()
+        .env("HEROKU_API_KEY", KEY)
+        .env("PIPELINE_IDENTIFIER", pipeline.as_str())
+        .env("HEROKU_API_URL", api.url())
+        .env("DISCOVERY_INTERVAL", "0.3")
+        .env("HEALTH_CHECK_PATH", "/health")
+        .config("api_timeout_seconds", "0.5")
+        .start()
+        .await;
+    let client = common::http_client_with_timeout(Duration::from_secs(5));
+    let mut outcome = ModeOutcome {
+        mode: mode.clone(),
+        sent: 0,
+        failed: Vec::new(),
+        discovery: Value::Null,
+        rss_before_kb: 0,
+        rss_peak_kb: 0,
+        rss_after_kb: 0,
+        problems: Vec::new(),
+        api_url: api.url(),
+        output: String::new(),
+    };
+
+    let both = common::poll_until(100, Duration::from_millis(50), || async {
+        for i in 0..4 {
+            let _ = common::send(client.get(lb.url_for(&format!("/warmup/{i}")))).await;
+        }
+        one.count_to("/warmup/") > 0 && two.count_to("/warmup/") > 0
+    })
+    .await;
+    if !both {
+        outcome.problems.push("never served both apps".to_string());
+        outcome.output = lb.output();
+        return outcome;
+    }
+    // Warm up the allocator and connection pools before the baseline.
+    for i in 0..50 {
+        let _ = common::send(client.get(lb.url_for(&format!("/warmup/more/{i}")))).await;
+    }
+    outcome.rss_before_kb = vm_rss_kb(lb.pid()).unwrap_or(0);
+    outcome.rss_peak_kb = outcome.rss_before_kb;
+
+    api.set_failure(mode.clone());
+    let started = Instant::now();
+    while started.elapsed() < FAILING_FOR {
+        let url = lb.url_for(&format!("/during/{}", outcome.sent));
+        match common::send(client.get(&url)).await {
+            Ok(reply) if reply.status == 200 => {}
+            Ok(reply) => outcome
+                .failed
+                .push(format!("{url}: status {} {}", reply.status, reply.body)),
+            Err(e) => outcome.failed.push(format!("{url}: {e}")),
+        }
+        outcome.sent += 1;
+        if let Some(rss) = vm_rss_kb(lb.pid()) {
+            outcome.rss_peak_kb = outcome.rss_peak_kb.max(rss);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for app in [&one, &two] {
+        if app.count_to("/during/") == 0 {
+            outcome
+                .problems
+                .push(format!("{} got no traffic during the failure", app.name()));
+        }
+    }
+
+    // The failed round is normally recorded long before; allow a few seconds.
+    let api_url = api.url();
+    let mut shown = false;
+    for _ in 0..40 {
+        match status_json(&client, &lb).await {
+            Ok(status) => {
+                outcome.discovery = status["discovery"].clone();
+                let failed_rounds = outcome.discovery["failed_rounds"].as_u64().unwrap_or(0);
+                let names_url = outcome.discovery["last_error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains(&api_url));
+                if failed_rounds > 0 && names_url {
+                    shown = true;
+                    break;
+                }
+            }
+            Err(e) => outcome.problems.push(format!("status: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !shown {
+        outcome.problems.push(format!(
+            "/_lb/status never showed failed_rounds > 0 with a last_error naming {api_url}; discovery: {}",
+            outcome.discovery
+        ));
+    }
+    if let Some(rss) = vm_rss_kb(lb.pid()) {
+        outcome.rss_after_kb = rss;
+        outcome.rss_peak_kb = outcome.rss_peak_kb.max(rss);
+    }
+    let body = outcome.discovery.to_string();
+    if body.contains(KEY) {
+        outcome
+            .problems
+            .push("the API key appears in /_lb/status".to_string());
+    }
+    outcome.output = lb.output();
+    outcome
+}
+
+/// Run `modes` in parallel, one balancer each.
+async fn run_modes(modes: Vec<Failure>) -> Vec<ModeOutcome> {
+    let tasks: Vec<_> = modes
+        .into_iter()
+        .map(|mode| tokio::spawn(run_mode(mode)))
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("a failure-mode task panicked"));
+    }
+    outcomes
+}
+
+/// Each of the ten API failure modes leaves every request answered 200 and shows in `/_lb/status`: `last_error` naming the API URL, `failed_rounds` above 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_api_failure_shows_in_status_while_every_request_still_succeeds() {
+    let started = Instant::now();
+    let outcomes = run_modes(all_modes()).await;
+    let mut broken = Vec::new();
+    for outcome in &outcomes {
+        println!("{}", outcome.summary());
+        if !outcome.failed.is_empty() || !outcome.problems.is_empty() {
+            broken.push(format!(
+                "{:?} (API {}): {} of {} requests failed {:?}; {:?}\nbalancer output:\n{}",
+                outcome.mode,
+                outcome.api_url,
+                outcome.failed.len(),
+                outcome.sent,
+                &outcome.failed[..outcome.failed.len().min(3)],
+                outcome.problems,
+                outcome.output
+            ));
+        }
+    }
+    println!("ten modes in {:?}", started.elapsed());
+    assert!(broken.is_empty(), "{}", broken.join("\n\n"));
+}
+
+/// A 10 MB API body and an endless `Next-Range` leave VmRSS within 50 MB of its value before (peak included), while requests keep succeeding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn huge_bodies_and_endless_paging_from_the_api_leave_memory_bounded() {
+    let outcomes = run_modes(vec![Failure::Huge, Failure::LoopingNextRange]).await;
+    let mut broken = Vec::new();
+    for outcome in &outcomes {
+        println!("{}", outcome.summary());
+        if outcome.rss_before_kb == 0 {
+            broken.push(format!(
+                "{:?}: could not read VmRSS; {:?}",
+                outcome.mode, outcome.problems
+            ));
+        } else if outcome.growth_kb() >= RSS_GROWTH_LIMIT_KB {
+            broken.push(format!(
+                "{:?}: VmRSS grew by {} kB (limit {RSS_GROWTH_LIMIT_KB} kB)",
+                outcome.mode,
+                outcome.growth_kb()
+            ));
+        }
+        if !outcome.failed.is_empty() {
+            broken.push(format!(
+                "{:?}: {} of {} requests failed: {:?}",
+                outcome.mode,
+                outcome.failed.len(),
+                outcome.sent,
+                &outcome.failed[..outcome.failed.len().min(3)]
+            ));
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
