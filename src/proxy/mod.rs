@@ -74,6 +74,14 @@ pub struct RequestCtx {
     connect_failed: bool,
     /// What the last failed try ran into, for the access line.
     last_failure: Option<&'static str>,
+    /// The client's address, carried across keep-alive requests on one
+    /// connection (each fresh lookup is a `getpeername` system call).
+    client_ip: Option<Arc<str>>,
+}
+
+/// What one request leaves for the next on the same keep-alive connection.
+struct ConnectionMemo {
+    client_ip: Arc<str>,
 }
 
 impl AppProxy {
@@ -126,6 +134,7 @@ impl ProxyHttp for AppProxy {
             upstream_status: None,
             connect_failed: false,
             last_failure: None,
+            client_ip: None,
         }
     }
 
@@ -228,10 +237,7 @@ impl ProxyHttp for AppProxy {
             }
         }
 
-        let client_ip = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip().to_string());
+        let client_ip = client_ip(session, ctx);
         let headers = &session.req_header().headers;
         if let Some(forwarded_for) = forwarded_for(
             headers.get_all("x-forwarded-for").iter(),
@@ -378,6 +384,36 @@ impl ProxyHttp for AppProxy {
         e
     }
 
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        let client_ip = ctx.client_ip.clone()?;
+        Some(Box::new(ConnectionMemo { client_ip }))
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        previous: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(memo) = previous.downcast::<ConnectionMemo>() {
+            ctx.client_ip = Some(memo.client_ip);
+        }
+    }
+
+    /// A client that hangs up is not an error of ours: its access line says
+    /// so already, and Pingora's own error line would shout about it.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     /// The request as Pingora's own error lines name it: method, path and
     /// Host, never the query string (it may carry tokens).
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
@@ -440,12 +476,7 @@ impl ProxyHttp for AppProxy {
             .and_then(|value| value.to_str().ok())
             .and_then(|list| list.split(',').next())
             .map(|first| first.trim().to_string())
-            .or_else(|| {
-                session
-                    .client_addr()
-                    .and_then(|addr| addr.as_inet())
-                    .map(|addr| addr.ip().to_string())
-            })
+            .or_else(|| client_ip(session, ctx).map(|ip| ip.to_string()))
             .unwrap_or_else(|| "-".to_string());
         let description = e.map(|e| describe(e, ctx.last_failure));
         let url = ctx.target.as_ref().map(|target| target.url().to_string());
@@ -483,6 +514,17 @@ impl ProxyHttp for AppProxy {
             can_reuse_downstream: false,
         }
     }
+}
+
+/// The client's IP address, looked up once per connection.
+fn client_ip(session: &Session, ctx: &mut RequestCtx) -> Option<Arc<str>> {
+    if ctx.client_ip.is_none() {
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| Arc::from(addr.ip().to_string()));
+    }
+    ctx.client_ip.clone()
 }
 
 /// A failed request in a few words for its access line: what happened and,

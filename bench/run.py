@@ -1,0 +1,1213 @@
+#!/usr/bin/env python3
+"""heroku-lb benchmark: what heroku-lb costs per proxied request, next to a bare
+Pingora proxy (the floor our code adds to), nginx and HAProxy.
+
+    python3 bench/run.py                 # everything, ~9 minutes on 2 cores
+    python3 bench/run.py --quick         # short runs, 1 round: a smoke test
+    python3 bench/run.py --scenario many --duration 5
+
+Standard library only (Python 3.11). See bench/README.md for the method and
+bench/results/ for the last results. Everything listens on 127.0.0.1; every
+process started here is stopped before it exits (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
+sys.path.insert(0, HERE)
+import configs  # noqa: E402  (bench/configs.py, beside this file)
+
+SCENARIOS = ["throughput", "latency", "rss", "many", "discovery"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+# Variables heroku-lb reads: removed from its environment so the generated
+# file alone configures it (src/config/env.rs).
+HEROKU_LB_VARS = [
+    "PORT", "LB_LISTEN_HOST", "LB_BACKENDS", "LB_RESOLVE", "HEALTH_CHECK_INTERVAL",
+    "HEALTH_CHECK_PATH", "LB_STATUS_TOKEN", "SSL_CERT_FILE", "HEROKU_API_KEY",
+    "PIPELINE_IDENTIFIER", "PIPELINE_STAGE", "HEROKU_API_URL", "DISCOVERY_INTERVAL",
+    "DYNO", "RUST_LOG",
+]
+# A run where other processes used more than this share of one core is flagged.
+NOISE_LIMIT = 0.10
+# The fixed-rate latency run: each connection waits this long after each answer.
+FIXED_RATE_DELAY_MS = 10
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def die(message: str) -> "NoReturn":  # noqa: F821
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+class Proc:
+    """A server started by the benchmark, in its own session so that its whole
+    process group (nginx's workers too) can be stopped."""
+
+    running: list["Proc"] = []
+
+    def __init__(self, name, argv, *, cpu=None, env=None, log_path, cwd=None, stdout_pipe=False):
+        self.name = name
+        self.log_path = log_path
+        self.log_file = open(log_path, "ab")
+        cpus = {cpu} if cpu is not None else None
+
+        def pin():
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
+        self.popen = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout_pipe else self.log_file,
+            stderr=self.log_file,
+            preexec_fn=pin,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+        Proc.running.append(self)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def pids(self) -> list[int]:
+        """This process and every descendant (nginx's master and workers)."""
+        return [self.pid] + descendants(self.pid)
+
+    def stop(self, timeout: float = 8.0) -> None:
+        if self.popen.poll() is None:
+            try:
+                # SIGINT: Pingora's fast shutdown, nginx's and HAProxy's too.
+                os.kill(self.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} did not stop on SIGINT within {timeout:g} s; SIGKILL")
+        # Anything left in its process group (it was started in a new session).
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        if self.popen.stdout:
+            self.popen.stdout.close()
+        self.log_file.close()
+        if self in Proc.running:
+            Proc.running.remove(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for proc in list(cls.running):
+            proc.stop(timeout=3)
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """utime + stime of each process (all its threads), summed, in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+    return total
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    total = sum(values[:8])
+    return total - idle, total
+
+
+def status_kb(pid: int, key: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def warm_up(url: str, seconds: float) -> tuple[int, int]:
+    """Sequential requests on one keep-alive connection for `seconds`, closed
+    with no request in flight. (wrk always stops with requests in flight, and
+    heroku-lb ejects backends when a client hangs up mid-request, so a wrk
+    warm-up would skew the run after it; see bench/README.md.)
+    Returns (requests, non-200 answers)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    sent = bad = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            response.read()
+            sent += 1
+            bad += response.status != 200
+    finally:
+        conn.close()
+    return sent, bad
+
+
+def other_load(seconds: float = 0.5) -> float:
+    """Share of one core the whole machine was busy over `seconds` (this
+    script and idle servers use next to nothing)."""
+    busy0, _ = machine_ticks()
+    time.sleep(seconds)
+    busy1, _ = machine_ticks()
+    return (busy1 - busy0) / CLK_TCK / seconds
+
+
+def wait_for_quiet(limit_s: float) -> float:
+    """Wait (up to `limit_s`) until nothing else keeps a CPU busy; returns the
+    last load seen."""
+    deadline = time.monotonic() + limit_s
+    load = other_load()
+    if load > NOISE_LIMIT:
+        log(f"  machine busy ({100 * load:.0f}% of a core from other processes); waiting up to "
+            f"{limit_s:g} s for quiet")
+    while load > NOISE_LIMIT and time.monotonic() < deadline:
+        time.sleep(1)
+        load = other_load()
+    return load
+
+
+def wait_until(what: str, check, timeout: float, proc: Proc | None = None, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            die(f"{what}: {proc.name} exited with {proc.popen.returncode}; see {proc.log_path}")
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, ValueError):
+            pass
+        time.sleep(interval)
+    die(f"timed out after {timeout:g} s waiting for {what}")
+
+
+# --------------------------------------------------------------------------
+# Tools and builds
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0].strip() if text else "?"
+
+
+def ensure_tools() -> None:
+    missing = [tool for tool in ("wrk", "nginx", "haproxy") if not shutil.which(tool)]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        die(
+            f"missing {', '.join(missing)}; install them first, e.g. "
+            f"`sudo apt-get install -y {' '.join(missing)}`"
+        )
+    log(f"installing {' '.join(missing)} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    still = [tool for tool in missing if not shutil.which(tool)]
+    if still:
+        die(f"apt-get did not provide {', '.join(still)}")
+
+
+def build(skip: bool) -> dict[str, str]:
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+    bins = {
+        "heroku-lb": os.path.join(target, "release", "heroku-lb"),
+        "bare_pingora": os.path.join(target, "release", "examples", "bare_pingora"),
+        "fake_platform_api": os.path.join(target, "release", "examples", "fake_platform_api"),
+    }
+    if not skip:
+        # `cargo build --release` and `cargo build --release --example ...` in one go.
+        for argv in (
+            ["cargo", "build", "--release", "--bin", "heroku-lb", "--example", "bare_pingora",
+             "--example", "fake_platform_api"],
+        ):
+            log("$ " + " ".join(argv))
+            if subprocess.run(argv, cwd=REPO).returncode != 0:
+                die(f"`{' '.join(argv)}` failed")
+    for name, path in bins.items():
+        if not os.access(path, os.X_OK):
+            die(f"{path} is missing; build it (or drop --no-build)")
+    return bins
+
+
+# --------------------------------------------------------------------------
+# wrk
+
+
+REPORT_LUA = r"""
+-- Written by bench/run.py: one machine-readable line at the end of a run.
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_JSON {\"requests\":%d,\"duration_us\":%d,\"bytes\":%d," ..
+    "\"connect\":%d,\"read\":%d,\"write\":%d,\"status\":%d,\"timeout\":%d," ..
+    "\"p50_us\":%d,\"p90_us\":%d,\"p99_us\":%d,\"p999_us\":%d,\"max_us\":%d,\"mean_us\":%.1f}\n",
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max, latency.mean))
+end
+"""
+
+
+class Wrk:
+    def __init__(self, work_dir: str, cpu: int | None):
+        self.cpu = cpu
+        self.report = os.path.join(work_dir, "report.lua")
+        with open(self.report, "w") as f:
+            f.write(REPORT_LUA)
+        self.fixed = os.path.join(work_dir, "fixed_rate.lua")
+        with open(self.fixed, "w") as f:
+            f.write(REPORT_LUA)
+            f.write(
+                "-- Each connection waits this many ms after each answer: "
+                "about connections / delay requests per second.\n"
+                f"delay = function() return {FIXED_RATE_DELAY_MS} end\n"
+            )
+
+    def run(self, url: str, connections: int, duration: float, fixed_rate: bool = False) -> dict:
+        argv = [
+            "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+            "--timeout", "5s", "-s", self.fixed if fixed_rate else self.report, url,
+        ]
+        cpus = {self.cpu} if self.cpu is not None else None
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=duration + 60,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+        if out.returncode != 0 or line is None:
+            die(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
+        result = json.loads(line[len("BENCH_JSON "):])
+        result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+        result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+        result["wrk_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        result["connections"] = connections
+        result["fixed_rate"] = fixed_rate
+        return result
+
+
+# --------------------------------------------------------------------------
+# The servers
+
+
+class Bench:
+    def __init__(self, args, bins):
+        self.args = args
+        self.work = tempfile.mkdtemp(prefix="heroku-lb-bench-")
+        pinning = (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
+        # Proxy alone on CPU 1; wrk, backends, the fake API and this script on CPU 0.
+        self.proxy_cpu = 1 if pinning else None
+        self.load_cpu = 0 if pinning else None
+        if pinning:
+            os.sched_setaffinity(0, {0})
+        self.wrk = Wrk(self.work, self.load_cpu)
+        # Run copies: a `cargo build` elsewhere during the run cannot swap a
+        # binary between two rows of the same table.
+        self.bins = {}
+        for name, path in bins.items():
+            copy = os.path.join(self.work, name)
+            shutil.copy2(path, copy)
+            self.bins[name] = copy
+        self.backends: Proc | None = None
+        self.ports_main: list[int] = []
+        self.ports_many: list[int] = []
+        self.counter = 0
+        self.results: dict = {"runs": []}
+
+    def path(self, name: str) -> str:
+        self.counter += 1
+        path = os.path.join(self.work, f"{self.counter:03d}-{name}")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    # ---- backends
+
+    def start_backends(self, many: int) -> None:
+        """One nginx on 3 ports (+ `many` more for the many scenario)."""
+        ports = free_ports(3 + many)
+        self.ports_main, self.ports_many = ports[:3], ports[3:]
+        prefix = self.path("backends")
+        conf = os.path.join(prefix, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(configs.nginx_backends_conf(prefix, ports))
+        self.backends = Proc(
+            "backend nginx", ["nginx", "-e", "stderr", "-c", conf, "-p", prefix],
+            cpu=self.load_cpu, log_path=os.path.join(prefix, "log"),
+        )
+        for port in (ports[0], ports[-1]):
+            wait_until(
+                f"backend nginx on port {port}",
+                lambda: http_get(f"http://127.0.0.1:{port}/") == (200, b"ok\n"),
+                15, self.backends,
+            )
+        log(f"backends: nginx on 127.0.0.1 ports {ports[0]}.. ({len(ports)} ports)")
+
+    # ---- proxies under test
+
+    def clean_env(self, **extra) -> dict:
+        env = {k: v for k, v in os.environ.items() if k not in HEROKU_LB_VARS}
+        env.update(extra)
+        return env
+
+    def start_proxy(self, kind: str, backend_ports: list[int]) -> tuple[Proc, str]:
+        """Start one proxy of `kind` over `backend_ports`; returns it and its URL
+        once it answers 200 through to a backend."""
+        port = free_ports(1)[0]
+        # Idle upstream connections kept: heroku-lb's and bare Pingora's 256
+        # and nginx's 64 are plenty for 3 backends; with many backends every
+        # proxy keeps twice the backend count, so that no pool is too small
+        # for round robin to find an idle connection to each backend.
+        many = len(backend_ports) > 16
+        pool = 2 * len(backend_ports) if many else 256
+        d = self.path(kind.replace(" ", "_").replace("=", "_"))
+        log_path = os.path.join(d, "log")
+        if kind.startswith("heroku-lb"):
+            level = "info" if kind.endswith("info") else "warn"
+            conf = os.path.join(d, "heroku-lb.yaml")
+            with open(conf, "w") as f:
+                f.write(configs.heroku_lb_conf(
+                    d, port, [f"http://127.0.0.1:{p}" for p in backend_ports],
+                    upstream_keepalive_pool_size=pool))
+            proc = Proc(kind, [self.bins["heroku-lb"], "-c", conf], cpu=self.proxy_cpu,
+                        env=self.clean_env(RUST_LOG=level), log_path=log_path)
+        elif kind == "bare Pingora":
+            proc = Proc(kind, [self.bins["bare_pingora"]], cpu=self.proxy_cpu,
+                        env=self.clean_env(
+                            PORT=str(port),
+                            BARE_POOL_SIZE=str(pool),
+                            BARE_BACKENDS=",".join(f"127.0.0.1:{p}" for p in backend_ports)),
+                        log_path=log_path)
+        elif kind == "nginx":
+            conf = os.path.join(d, "nginx.conf")
+            with open(conf, "w") as f:
+                keepalive = pool if many else 64
+                f.write(configs.nginx_proxy_conf(d, port, backend_ports, keepalive))
+            proc = Proc(kind, ["nginx", "-e", "stderr", "-c", conf, "-p", d],
+                        cpu=self.proxy_cpu, log_path=log_path)
+        elif kind == "HAProxy":
+            conf = os.path.join(d, "haproxy.cfg")
+            with open(conf, "w") as f:
+                f.write(configs.haproxy_conf(port, backend_ports))
+            proc = Proc(kind, ["haproxy", "-db", "-f", conf], cpu=self.proxy_cpu,
+                        log_path=log_path)
+        else:
+            raise ValueError(kind)
+        url = f"http://127.0.0.1:{port}/"
+        wait_until(f"{kind} to proxy a request", lambda: http_get(url)[0] == 200, 30, proc)
+        return proc, url
+
+    def measured_pids(self, proc: Proc) -> list[int]:
+        return proc.pids()
+
+    def worker_pid(self, proc: Proc) -> int:
+        """The process that serves requests: nginx's worker, else the process."""
+        for pid in descendants(proc.pid):
+            if "worker process" in cmdline(pid):
+                return pid
+        return proc.pid
+
+    def measure(self, proc: Proc, url: str, connections: int, duration: float,
+                fixed_rate: bool = False) -> dict:
+        """One wrk run against `proc`, with the proxy's CPU time around it."""
+        pids = self.measured_pids(proc)
+        backend_pids = self.backends.pids()
+        cpu0, back0, (busy0, total0) = cpu_ticks(pids), cpu_ticks(backend_pids), machine_ticks()
+        wall0 = time.monotonic()
+        r = self.wrk.run(url, connections, duration, fixed_rate)
+        wall = time.monotonic() - wall0
+        cpu1, back1, (busy1, total1) = cpu_ticks(pids), cpu_ticks(backend_pids), machine_ticks()
+        proxy_s = (cpu1 - cpu0) / CLK_TCK
+        backends_s = (back1 - back0) / CLK_TCK
+        machine_s = (busy1 - busy0) / CLK_TCK
+        other_s = max(0.0, machine_s - proxy_s - backends_s - r["wrk_cpu_s"])
+        r.update(
+            proxy_cpu_s=proxy_s,
+            cpu_us_per_request=proxy_s * 1e6 / r["requests"] if r["requests"] else None,
+            proxy_cpu_share=proxy_s / wall,
+            backends_cpu_s=backends_s,
+            other_cpu_share=other_s / wall,
+            wall_s=wall,
+            peak_rss_kb=status_kb(self.worker_pid(proc), "VmHWM"),
+            rss_kb=status_kb(self.worker_pid(proc), "VmRSS"),
+        )
+        if not proc.alive():
+            die(f"{proc.name} died during the run; see {proc.log_path}")
+        return r
+
+    def record(self, scenario: str, kind: str, r: dict, **extra) -> dict:
+        r = dict(r, scenario=scenario, proxy=kind, **extra)
+        self.results["runs"].append(r)
+        return r
+
+    def log_problems(self, proc: Proc) -> list[str]:
+        """Warning and error lines a proxy wrote (heroku-lb logs `level=warn`)."""
+        problems = []
+        try:
+            with open(proc.log_path, errors="replace") as f:
+                for line in f:
+                    low = line.lower()
+                    if "level=warn" in low or "level=error" in low or "at=error" in low \
+                            or "[alert]" in low or "[emerg]" in low or "panic" in low:
+                        problems.append(line.strip())
+        except OSError:
+            pass
+        return problems
+
+    def session(self, kind, backend_ports, connections, scenario, fixed=False, **extra) -> dict:
+        """Start `kind`, warm it up, do one measured wrk run, stop it. A run
+        during which other processes kept a CPU busy is done again on a fresh
+        process (up to --noise-retries times); the quietest attempt is kept."""
+        best = None
+        for attempt in range(1 + self.args.noise_retries):
+            r = self.one_session(kind, backend_ports, connections, fixed)
+            r["attempt"] = attempt + 1
+            self.report_run(dict(r, scenario=scenario, proxy=kind))
+            if best is None or r["other_cpu_share"] < best["other_cpu_share"]:
+                best = r
+            if r["other_cpu_share"] <= NOISE_LIMIT:
+                break
+        return self.record(scenario, kind, best, **extra)
+
+    def one_session(self, kind, backend_ports, connections, fixed) -> dict:
+        proc, url = self.start_proxy(kind, backend_ports)
+        try:
+            warm = warm_up(url, self.args.warmup)
+            quiet = wait_for_quiet(self.args.quiet_wait)
+            r = self.measure(proc, url, connections, self.args.duration, fixed)
+            r.update(warmup_requests=warm[0], warmup_non_200=warm[1], load_before=quiet)
+            if kind.startswith("heroku-lb"):
+                # wrk has just hung up with requests in flight: what did that do?
+                time.sleep(0.5)
+                code, body = http_get(url + "_lb/status")
+                status = json.loads(body)
+                r["healthy_after_wrk_stopped"] = status.get("backends_healthy")
+                r["backends_total"] = status.get("backends_total")
+        finally:
+            proc.stop()
+        problems = self.log_problems(proc)
+        r["ejections_in_session"] = sum(1 for p in problems if "-> ejected" in p)
+        r["log_problem_lines"] = len(problems)
+        if problems:
+            self.results.setdefault("log_problems", {}).setdefault(kind, [])
+            kept = self.results["log_problems"][kind]
+            kept.extend(problems[: max(0, 20 - len(kept))])
+        return r
+
+    def report_run(self, r: dict) -> None:
+        scenario, kind = r["scenario"], r["proxy"]
+        notes = []
+        if r["errors"]:
+            notes.append(f"ERRORS {r['errors']}")
+        if r.get("healthy_after_wrk_stopped") is not None and \
+                r["healthy_after_wrk_stopped"] < r["backends_total"]:
+            notes.append(f"{r['backends_total'] - r['healthy_after_wrk_stopped']} of "
+                         f"{r['backends_total']} backends ejected when wrk hung up")
+        if r["other_cpu_share"] > NOISE_LIMIT:
+            notes.append(f"noisy: other load {100 * r['other_cpu_share']:.0f}% of a core")
+        log(
+            f"  {scenario:<10} {kind:<24} {r['rps']:>9.0f} req/s  p50 {r['p50_us'] / 1000:6.3f} ms  "
+            f"p99 {r['p99_us'] / 1000:6.3f} ms  {r['cpu_us_per_request']:6.1f} µs CPU/req  "
+            f"proxy CPU {100 * r['proxy_cpu_share']:3.0f}%  HWM {(r['peak_rss_kb'] or 0) / 1024:.1f} MiB"
+            + "".join(f"  ({n})" for n in notes)
+        )
+
+    # ---- scenarios
+
+    PROXIES = ["heroku-lb", "heroku-lb RUST_LOG=info", "bare Pingora", "nginx", "HAProxy"]
+
+    def throughput(self) -> None:
+        a = self.args
+        log(f"throughput: 3 backends, {a.connections} connections, {a.duration:g} s, {a.rounds} rounds")
+        n = len(self.PROXIES)
+        for round_no in range(a.rounds):
+            # Alternate the order so that no proxy always runs first or last.
+            order = self.PROXIES[round_no % n:] + self.PROXIES[:round_no % n]
+            if round_no % 2:
+                order.reverse()
+            for kind in order:
+                self.session(kind, self.ports_main, a.connections, "throughput", round=round_no)
+
+    def saturation(self, kind: str) -> float:
+        """Median req/s of `kind` in the throughput scenario (measured now if
+        that scenario did not run)."""
+        rates = [r["rps"] for r in self.results["runs"]
+                 if r["scenario"] in ("throughput", "saturation") and r["proxy"] == kind]
+        if not rates:
+            log(f"latency: measuring {kind}'s saturation rate first")
+            rates = [self.session(kind, self.ports_main, self.args.connections,
+                                  "saturation")["rps"]]
+        return statistics.median(rates)
+
+    def latency(self) -> None:
+        """Latency at two fixed rates: half of nginx's saturation rate, and half
+        of the slowest proxy's (a load every proxy can carry)."""
+        nginx = self.saturation("nginx")
+        slowest_kind = min(self.PROXIES, key=self.saturation)
+        slowest = self.saturation(slowest_kind)
+        self.results["latency_method"] = {
+            "tool": "wrk2 not available: wrk with a Lua delay() per request",
+            "delay_ms": FIXED_RATE_DELAY_MS,
+            "rates": [],
+        }
+        for label, base_kind, base in (("half of nginx's saturation", "nginx", nginx),
+                                       ("half of the slowest proxy's saturation", slowest_kind,
+                                        slowest)):
+            target = base / 2
+            # Each connection sends, waits for the answer, then DELAY ms; +1 ms
+            # for the answer itself and wrk's millisecond timers.
+            connections = max(1, min(1000, round(target * (FIXED_RATE_DELAY_MS + 1) / 1000)))
+            self.results["latency_method"]["rates"].append({
+                "label": label, "base_proxy": base_kind, "base_rps": base,
+                "target_rps": target, "connections": connections})
+            log(f"latency: ~{target:.0f} req/s ({label}: {base_kind}, {base:.0f}) as "
+                f"{connections} connections x 1 request per {FIXED_RATE_DELAY_MS} ms")
+            for kind in self.PROXIES:
+                self.session(kind, self.ports_main, connections, "latency", fixed=True,
+                             target_rps=target, rate_label=label)
+
+    def rss(self) -> None:
+        log(f"rss: 3 backends, 256 connections, {self.args.duration:g} s, fresh process each")
+        for kind in self.PROXIES:
+            self.session(kind, self.ports_main, 256, "rss")
+
+    def many(self) -> None:
+        counts = [3] + self.args.many
+        log(f"many: {' vs '.join(map(str, counts))} backends, 64 connections, "
+            f"{self.args.duration:g} s")
+        for kind in ["heroku-lb", "bare Pingora", "nginx", "HAProxy"]:
+            for n in counts:
+                ports = self.ports_main if n == 3 else self.ports_many[:n]
+                self.session(kind, ports, 64, "many", backends=n)
+
+    def discovery(self) -> None:
+        apps = self.args.apps
+        d = self.path("discovery")
+        log(f"discovery: a pipeline of {apps} apps on the fake Platform API, DISCOVERY_INTERVAL=1")
+        fake = Proc("fake Platform API",
+                    [self.bins["fake_platform_api"], "--apps", str(apps),
+                     "--backend-ports", ",".join(map(str, self.ports_main))],
+                    cpu=self.load_cpu, log_path=os.path.join(d, "fake.log"), stdout_pipe=True)
+        try:
+            info = json.loads(fake.popen.stdout.readline() or "null")
+            if not info:
+                die(f"the fake Platform API printed nothing; see {fake.log_path}")
+            # First with the shipped pool of 256 idle upstream connections, then
+            # with a pool larger than the number of apps.
+            for pool in (256, max(512, 2 * apps)):
+                self.discovery_session(info, apps, pool, measure_api=(pool == 256))
+        finally:
+            fake.stop()
+
+    def discovery_session(self, info: dict, apps: int, pool: int, measure_api: bool) -> None:
+        d = self.path(f"discovery-pool-{pool}")
+        stats = lambda: json.loads(http_get(info["stats_url"])[1])  # noqa: E731
+        port = free_ports(1)[0]
+        conf = os.path.join(d, "heroku-lb.yaml")
+        with open(conf, "w") as f:
+            f.write(configs.heroku_lb_conf(
+                d, port, pipeline=info["pipeline"], heroku_api_url=info["api_url"],
+                discovery_interval_seconds=1, upstream_keepalive_pool_size=pool,
+                resolve={f"app-{n}.bench.test": "127.0.0.1" for n in range(apps)}))
+        status_url = f"http://127.0.0.1:{port}/_lb/status"
+
+        def status():
+            code, body = http_get(status_url, timeout=5)
+            return json.loads(body) if body.startswith(b"{") else None
+
+        api_start = stats()
+        started = time.monotonic()
+        kind = f"heroku-lb ({apps} apps, pool {pool})"
+        lb = Proc(kind, [self.bins["heroku-lb"], "-c", conf],
+                  cpu=self.proxy_cpu, log_path=os.path.join(d, "heroku-lb.log"),
+                  env=self.clean_env(RUST_LOG="warn", HEROKU_API_KEY=info["api_key"]))
+        try:
+            first = wait_until("the first status answer", status, 120, lb, interval=0.02)
+            t_first_status = time.monotonic() - started
+            wait_until(f"{apps} backends in /_lb/status",
+                       lambda: (status() or {}).get("backends_total", 0) >= apps, 120, lb, 0.02)
+            t_total = time.monotonic() - started
+            api_initial = stats()
+            final = wait_until(
+                f"{apps} healthy backends",
+                lambda: (lambda s: s if s and s.get("backends_healthy", 0) >= apps else None)(status()),
+                120, lb, 0.1)
+            t_healthy = time.monotonic() - started
+            log(f"  {apps} apps in /_lb/status {t_total:.2f} s after start (first answer at "
+                f"{t_first_status:.2f} s, all healthy at {t_healthy:.2f} s), "
+                f"{api_initial['total'] - api_start['total']} API requests")
+            if measure_api:
+                # Steady state, once the first round's lookups are done.
+                time.sleep(2)
+                rounds_wanted = 3 if self.args.quick else 10
+                before, status0 = stats(), status()
+                pids = lb.pids()
+                cpu0, t0 = cpu_ticks(pids), time.monotonic()
+                wait_until(f"{rounds_wanted} discovery rounds",
+                           lambda: stats()["couplings"] - before["couplings"] >= rounds_wanted,
+                           rounds_wanted * 5 + 30, lb, 0.2)
+                after, status1 = stats(), status()
+                idle_cpu_share = (cpu_ticks(pids) - cpu0) / CLK_TCK / (time.monotonic() - t0)
+                rounds = after["couplings"] - before["couplings"]
+                delta = {k: after[k] - before[k] for k in after if k != "rate_limit_remaining"}
+                per_round = delta["total"] / rounds
+                log(f"  steady state: {delta['total']} API requests in {rounds} rounds = "
+                    f"{per_round:.2f} per round ({delta['couplings_conditional']} conditional "
+                    f"couplings GETs); idle CPU {100 * idle_cpu_share:.1f}% of a core "
+                    f"(health checks of {apps} apps every 5 s)")
+                self.results["discovery"] = {
+                    "apps": apps,
+                    "seconds_to_first_status": t_first_status,
+                    "seconds_to_all_in_status": t_total,
+                    "seconds_to_all_healthy": t_healthy,
+                    "api_requests_initial": {k: api_initial[k] - api_start[k]
+                                             for k in api_initial if k != "rate_limit_remaining"},
+                    "steady_rounds": rounds,
+                    "steady_api_requests": delta,
+                    "steady_api_requests_per_round": per_round,
+                    "status_rounds_delta": (status1 or {}).get("discovery", {}).get("rounds", 0)
+                    - (status0 or {}).get("discovery", {}).get("rounds", 0),
+                    "status_api_requests": (status1 or {}).get("discovery", {}).get("api_requests"),
+                    "rate_limit_remaining": after["rate_limit_remaining"],
+                    "idle_cpu_share": idle_cpu_share,
+                    "first_status": {k: first.get(k) for k in
+                                     ("status", "backends_total", "backends_healthy")},
+                    "final_status": {k: final.get(k) for k in
+                                     ("status", "backends_total", "backends_healthy")},
+                }
+
+            # Traffic over every discovered app.
+            url = f"http://127.0.0.1:{port}/"
+            warm_up(url, self.args.warmup)
+            wait_for_quiet(self.args.quiet_wait)
+            r = self.measure(lb, url, self.args.connections, self.args.duration)
+            time.sleep(0.5)
+            after_run = status() or {}
+            r["healthy_after_wrk_stopped"] = after_run.get("backends_healthy")
+            r["backends_total"] = after_run.get("backends_total")
+            self.report_run(dict(r, scenario="discovery", proxy=kind))
+            self.record("discovery", kind, r, backends=apps, pool=pool)
+        finally:
+            lb.stop()
+            problems = self.log_problems(lb)
+            if problems:
+                log(f"  {kind} logged {len(problems)} warning/error lines, e.g. {problems[0][:200]}")
+                self.results.setdefault("log_problems", {})[kind] = problems[:20]
+
+
+# --------------------------------------------------------------------------
+# Reports
+
+
+def machine_info(bins) -> dict:
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "wrk": tool_version(["wrk", "-v"]).split(" Copyright")[0],
+        "nginx": tool_version(["nginx", "-v"]).replace("nginx version: ", ""),
+        "haproxy": tool_version(["haproxy", "-v"]).split(" - ")[0],
+        "rustc": tool_version(["rustc", "--version"]),
+        "heroku_lb_commit": commit + (" + uncommitted changes" if dirty else ""),
+        "heroku_lb_built": datetime.datetime.fromtimestamp(
+            os.path.getmtime(bins["heroku-lb"]), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "pinning": "proxy on CPU 1; wrk, backends, fake API on CPU 0"
+        if (os.cpu_count() or 1) >= 2 else "none (1 CPU)",
+    }
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs: list[dict], scenario: str, key=lambda r: r["proxy"]) -> dict:
+    groups: dict = {}
+    for r in runs:
+        if r["scenario"] == scenario:
+            groups.setdefault(key(r), []).append(r)
+    out = {}
+    for name, rs in groups.items():
+        out[name] = {
+            "n": len(rs),
+            "rps": median([r["rps"] for r in rs]),
+            "p50_us": median([r["p50_us"] for r in rs]),
+            "p99_us": median([r["p99_us"] for r in rs]),
+            "p999_us": median([r["p999_us"] for r in rs]),
+            "cpu_us": median([r["cpu_us_per_request"] for r in rs]),
+            "cpu_us_min": min(r["cpu_us_per_request"] for r in rs),
+            "cpu_us_max": max(r["cpu_us_per_request"] for r in rs),
+            "proxy_cpu_share": median([r["proxy_cpu_share"] for r in rs]),
+            "peak_rss_kb": max((r["peak_rss_kb"] or 0) for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+            "noisy": sum(1 for r in rs if r["other_cpu_share"] > NOISE_LIMIT),
+        }
+    return out
+
+
+def ms(us) -> str:
+    return "–" if us is None else f"{us / 1000:.2f} ms"
+
+
+def ratio(a, b) -> str:
+    return "–" if not a or not b else f"{a / b:.2f}×"
+
+
+def mib(kb) -> str:
+    return "–" if not kb else f"{kb / 1024:.1f} MiB"
+
+
+def write_reports(bench: Bench, out_dir: str, command: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    res = bench.results
+    runs = res["runs"]
+    m = res["machine"]
+    lines = [
+        "# heroku-lb benchmark: latest results",
+        "",
+        f"Machine: {m['cores']} cores, {m['cpu_model']}, kernel {m['kernel']}, {m['date']}; "
+        f"{m['wrk']}, nginx {m['nginx']}, {m['haproxy']}, {m['rustc']}; "
+        f"heroku-lb {m['heroku_lb_commit']} (binary built {m['heroku_lb_built']}). "
+        f"Pinning: {m['pinning']}.",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Every proxy runs ONE worker (thread or process) with upstream keep-alive; backends are one "
+        "nginx worker answering `ok\\n`. CPU µs/request is the proxy's own CPU time "
+        "(utime+stime of all its processes, /proc/PID/stat) over the run divided by the requests "
+        "wrk completed. Medians over rounds. See bench/README.md for the method.",
+        "",
+    ]
+    chart_rows = []
+
+    t = summarize(runs, "throughput")
+    if t:
+        n = max(v["n"] for v in t.values())
+        lines += [
+            f"## Throughput: 3 backends, wrk -t1 -c{bench.args.connections}, "
+            f"{bench.args.duration:g} s × {n} rounds",
+            "",
+            "| proxy | req/s | p50 | p99 | CPU µs/request | × nginx | × bare Pingora | proxy CPU | peak RSS | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        nginx = t.get("nginx", {}).get("cpu_us")
+        bare = t.get("bare Pingora", {}).get("cpu_us")
+        for name in Bench.PROXIES:
+            if name not in t:
+                continue
+            v = t[name]
+            spread = f" ({v['cpu_us_min']:.1f}–{v['cpu_us_max']:.1f})" if v["n"] > 1 else ""
+            lines.append(
+                f"| {name} | {v['rps']:,.0f} | {ms(v['p50_us'])} | {ms(v['p99_us'])} | "
+                f"{v['cpu_us']:.1f}{spread} | {ratio(v['cpu_us'], nginx)} | {ratio(v['cpu_us'], bare)} | "
+                f"{100 * v['proxy_cpu_share']:.0f}% | {mib(v['peak_rss_kb'])} | {v['errors']} |"
+            )
+            chart_rows.append((name, v["cpu_us"], v["p99_us"] / 1000))
+        lines += ["",
+                  "_proxy CPU_: share of one core the proxy used during the run (100% = the "
+                  "proxy was the bottleneck). _errors_: wrk socket errors plus non-2xx/3xx answers, "
+                  "all rounds.", ""]
+        noisy = sum(v["noisy"] for v in t.values())
+        if noisy:
+            lines += [f"**Noise:** {noisy} run(s) had other processes using more than "
+                      f"{100 * NOISE_LIMIT:.0f}% of a core (see latest.json, `other_cpu_share`).", ""]
+
+    lm = res.get("latency_method")
+    if lm:
+        lines += [
+            "## Latency at fixed rates",
+            "",
+            "wrk2 is not installed (no Debian package), so a fixed rate is approximated with wrk: "
+            f"N connections, each waiting {lm['delay_ms']} ms after every answer (a Lua "
+            "`delay()`), offer about N ÷ (delay + latency) requests per second. This is "
+            "closed-loop: a proxy that falls behind is offered less, and queueing is not "
+            "counted as wrk2 would, so compare achieved rates too.",
+            "",
+        ]
+        for rate in lm["rates"]:
+            lat = summarize([r for r in runs if r.get("rate_label") == rate["label"]], "latency")
+            lines += [
+                f"### ~{rate['target_rps']:,.0f} req/s offered: {rate['label']} "
+                f"({rate['base_proxy']}, {rate['base_rps']:,.0f} req/s), "
+                f"{rate['connections']} connections",
+                "",
+                "| proxy | achieved req/s | p50 | p99 | p99.9 | CPU µs/request | proxy CPU | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for name in Bench.PROXIES:
+                if name in lat:
+                    v = lat[name]
+                    lines.append(
+                        f"| {name} | {v['rps']:,.0f} | {ms(v['p50_us'])} | {ms(v['p99_us'])} | "
+                        f"{ms(v['p999_us'])} | {v['cpu_us']:.1f} | "
+                        f"{100 * v['proxy_cpu_share']:.0f}% | {v['errors']} |")
+            lines.append("")
+
+    rss = summarize(runs, "rss")
+    if rss:
+        lines += [
+            "## Memory under 256 connections (fresh process, wrk -c256)",
+            "",
+            "| proxy | peak RSS (VmHWM) | req/s | p99 | CPU µs/request | errors |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name in Bench.PROXIES:
+            if name in rss:
+                v = rss[name]
+                lines.append(f"| {name} | {mib(v['peak_rss_kb'])} | {v['rps']:,.0f} | "
+                             f"{ms(v['p99_us'])} | {v['cpu_us']:.1f} | {v['errors']} |")
+        lines += ["", "For nginx, the worker process's VmHWM; for the others, the process's.", ""]
+
+    many = summarize(runs, "many", key=lambda r: (r["proxy"], r.get("backends")))
+    if many:
+        counts = sorted({b for _, b in many})
+        lines += [
+            f"## Many backends: {', '.join(map(str, counts))} backends, wrk -t1 -c64",
+            "",
+            "| proxy | backends | req/s | p99 | CPU µs/request | vs 3 backends | peak RSS | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in ["heroku-lb", "bare Pingora", "nginx", "HAProxy"]:
+            base = many.get((name, 3))
+            for c in counts:
+                v = many.get((name, c))
+                if not v:
+                    continue
+                change = f"{100 * (v['cpu_us'] / base['cpu_us'] - 1):+.0f}%" if base and c != 3 else ""
+                lines.append(
+                    f"| {name} | {c} | {v['rps']:,.0f} | {ms(v['p99_us'])} | {v['cpu_us']:.1f} | "
+                    f"{change} | {mib(v['peak_rss_kb'])} | {v['errors']} |")
+        lines += ["", "Idle upstream pools: 256 (nginx: 64) with 3 backends, twice the backend count "
+                  "with more. heroku-lb's CPU includes its active health checks of every backend "
+                  "every 5 s (TCP connect, then `GET /` on a new connection).", ""]
+
+    disc = res.get("discovery")
+    if disc:
+        api = disc["steady_api_requests"]
+        init = disc["api_requests_initial"]
+        lines += [
+            f"## Discovery: a pipeline of {disc['apps']:,} apps (fake Platform API)",
+            "",
+            f"- heroku-lb start → all {disc['apps']:,} apps in `/_lb/status` (`backends_total`): "
+            f"**{disc['seconds_to_all_in_status']:.2f} s** (first status answer at "
+            f"{disc['seconds_to_first_status']:.2f} s; all healthy at "
+            f"{disc['seconds_to_all_healthy']:.2f} s).",
+            f"- API requests until then: {init['total']:,} ({init['couplings']} couplings, "
+            f"{init['filters_apps']} `POST /filters/apps`, {init['formation']:,} formation, "
+            f"{init['other']} other).",
+            f"- Steady state at DISCOVERY_INTERVAL=1: **{disc['steady_api_requests_per_round']:.2f} "
+            f"API requests per round** over {disc['steady_rounds']} rounds ({api['total']} requests: "
+            f"{api['couplings']} couplings, of which {api['couplings_conditional']} with "
+            f"If-None-Match; {api['filters_apps']} filters; {api['formation']} formation; "
+            f"{api['other']} other).",
+            f"- heroku-lb's CPU while idle with {disc['apps']:,} apps (discovery every 1 s, health "
+            f"checks every 5 s): {100 * disc['idle_cpu_share']:.1f}% of a core.",
+        ]
+        for d_run in (r for r in runs if r["scenario"] == "discovery"):
+            lines.append(
+                f"- Traffic over the {disc['apps']:,} apps, upstream_keepalive_pool_size "
+                f"{d_run['pool']} (wrk -c{d_run['connections']}): {d_run['rps']:,.0f} req/s, "
+                f"p99 {ms(d_run['p99_us'])}, **{d_run['cpu_us_per_request']:.1f} CPU µs/request**, "
+                f"{d_run['errors']} errors.")
+        lines.append("")
+
+    # What heroku-lb did when a client hung up with requests in flight.
+    hl = [r for r in runs if r["proxy"].startswith("heroku-lb")]
+    ejecting = [r for r in hl if r.get("ejections_in_session")]
+    if hl:
+        lines += ["## heroku-lb: passive ejections seen", ""]
+        if ejecting:
+            lines.append(
+                f"In {len(ejecting)} of {len(hl)} heroku-lb runs, backends were passively ejected "
+                f"({sum(r['ejections_in_session'] for r in ejecting)} ejections in all) although "
+                "every backend was up: wrk ends a run by closing its connections with requests in "
+                "flight, and heroku-lb counted each such client hang-up (`Downstream "
+                "ConnectionClosed ... Prematurely before response header is sent`) as a failure of "
+                "the backend serving it, retried the request on the other backends and ejected "
+                "them. The measurements are not affected (the ejections happen after wrk's "
+                "numbers are taken, and each run starts a fresh process warmed up without "
+                "hang-ups), but in production a burst of client disconnects can empty the pool; "
+                "answers are then 503 `no backend available` until health checks re-admit the "
+                "backends.")
+            after = [r for r in hl if r.get("healthy_after_wrk_stopped") is not None]
+            if after:
+                worst = min(after, key=lambda r: r["healthy_after_wrk_stopped"])
+                lines.append("")
+                lines.append(
+                    f"Worst case: {worst['healthy_after_wrk_stopped']} of {worst['backends_total']} "
+                    f"backends healthy 0.5 s after wrk stopped ({worst['proxy']}, "
+                    f"{worst['scenario']}).")
+        else:
+            lines.append("None.")
+        lines.append("")
+
+    problems = res.get("log_problems")
+    if problems:
+        lines += ["## Warning and error lines the proxies logged (first of each)", ""]
+        for name, ps in problems.items():
+            lines.append(f"- {name}: `{ps[0][:220]}`")
+        lines.append("")
+
+    with open(os.path.join(out_dir, "latest.md"), "w") as f:
+        f.write("\n".join(lines))
+    with open(os.path.join(out_dir, "latest.json"), "w") as f:
+        json.dump(res, f, indent=1, sort_keys=True, default=str)
+    if chart_rows:
+        with open(os.path.join(out_dir, "latest.svg"), "w") as f:
+            f.write(svg_chart(chart_rows, m, bench.args.connections))
+
+
+def svg_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def svg_chart(rows: list[tuple[str, float, float]], machine: dict, connections: int) -> str:
+    """Two horizontal bar charts side by side: CPU µs/request and p99 (ms)."""
+    label_w, panel_w, bar_h, gap, top = 190, 330, 22, 10, 70
+    bar_max = panel_w - 80  # room for the value after the longest bar
+    width = label_w + 2 * panel_w
+    height = top + len(rows) * (bar_h + gap) + 40
+    colors = {"heroku-lb": "#6762a6", "heroku-lb RUST_LOG=info": "#9d98d6",
+              "bare Pingora": "#f38020", "nginx": "#009639", "HAProxy": "#1f77b4"}
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        '<text x="10" y="22" font-size="16" font-weight="bold">heroku-lb benchmark: one worker '
+        f'each, 3 backends, {connections} connections</text>',
+        f'<text x="10" y="40" fill="#555">{svg_escape(machine["date"])}, {machine["cores"]} cores, '
+        f'{svg_escape(machine["cpu_model"])}, kernel {svg_escape(machine["kernel"])}</text>',
+    ]
+    for panel, (title, index, unit) in enumerate(
+            [("CPU µs per request (lower is better)", 1, "µs"), ("p99 latency (ms)", 2, "ms")]):
+        x0 = label_w + panel * panel_w
+        peak = max(r[index] for r in rows) or 1
+        out.append(f'<text x="{x0}" y="{top - 10}" font-weight="bold">{svg_escape(title)}</text>')
+        for i, row in enumerate(rows):
+            y = top + i * (bar_h + gap)
+            w = max(1, bar_max * row[index] / peak)
+            color = colors.get(row[0], "#888")
+            out.append(f'<rect x="{x0}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}"/>')
+            out.append(f'<text x="{x0 + w + 4:.1f}" y="{y + bar_h - 6}">{row[index]:.1f} {unit}</text>'
+                       if unit == "µs" else
+                       f'<text x="{x0 + w + 4:.1f}" y="{y + bar_h - 6}">{row[index]:.2f} {unit}</text>')
+    for i, row in enumerate(rows):
+        y = top + i * (bar_h + gap)
+        out.append(f'<text x="{label_w - 8}" y="{y + bar_h - 6}" text-anchor="end">'
+                   f'{svg_escape(row[0])}</text>')
+    out.append("</svg>\n")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10, help="seconds per measured wrk run (10)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the throughput scenario (3)")
+    p.add_argument("--quick", action="store_true",
+                   help="3 s runs, 1 round, 300 apps: a smoke test (explicit flags still win)")
+    p.add_argument("--scenario", default="all",
+                   help="comma-separated: " + ",".join(SCENARIOS) + " (default all)")
+    p.add_argument("--out", default=os.path.join(HERE, "results"), help="results directory")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    p.add_argument("--apps", type=int, default=1000, help="apps in the discovery scenario (1000)")
+    p.add_argument("--many", default="200,1000",
+                   help="backend counts of the many scenario, beside 3 (200,1000)")
+    p.add_argument("--quiet-wait", type=float, default=60,
+                   help="before each run, wait up to this many seconds for other processes to "
+                        "leave the CPUs idle (60)")
+    p.add_argument("--noise-retries", type=int, default=2,
+                   help="times a run disturbed by other processes is done again (2)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite latest.md and latest.svg from OUT/latest.json, run nothing")
+    p.add_argument("--no-build", action="store_true", help="use the binaries already in target/")
+    p.add_argument("--keep-work-dir", action="store_true",
+                   help="keep the temp dir with every config and log")
+    args = p.parse_args()
+    given = set(a.split("=")[0] for a in sys.argv[1:])
+    if args.quick:
+        if "--duration" not in given:
+            args.duration = 3
+        if "--rounds" not in given:
+            args.rounds = 1
+        if "--apps" not in given:
+            args.apps = 300
+    args.warmup = 1 if args.quick else 2
+    args.many = [int(n) for n in str(args.many).split(",") if n.strip()]
+    scenarios = SCENARIOS if args.scenario == "all" else args.scenario.split(",")
+    for s in scenarios:
+        if s not in SCENARIOS:
+            die(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
+    if args.report_only:
+        bench = Bench.__new__(Bench)
+        with open(os.path.join(args.out, "latest.json")) as f:
+            bench.results = json.load(f)
+        saved = bench.results.get("args", {})
+        bench.args = argparse.Namespace(**{**vars(args), **{
+            k: saved[k] for k in ("duration", "connections", "rounds") if k in saved}})
+        write_reports(bench, args.out, bench.results.get("command", "python3 bench/run.py"))
+        log(f"rewrote {os.path.join(args.out, 'latest.md')} and latest.svg")
+        return 0
+    if sys.platform != "linux":
+        die("the benchmark reads /proc: Linux only")
+
+    # Hundreds of ports and connections at once.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ensure_tools()
+    bins = build(args.no_build)
+    bench = Bench(args, bins)
+    bench.results["machine"] = machine_info(bins)
+    bench.results["args"] = vars(args)
+    command = " ".join(["python3 bench/run.py", *sys.argv[1:]])
+    bench.results["command"] = command
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    load = open("/proc/loadavg").read().split()[0]
+    if float(load) > 0.5:
+        log(f"note: load average is {load}: other work on this machine will add noise")
+    try:
+        bench.start_backends(max(args.many) if "many" in scenarios else 0)
+        for s in SCENARIOS:
+            if s in scenarios:
+                getattr(bench, s)()
+                write_reports(bench, args.out, command)
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything")
+        return 130
+    finally:
+        Proc.stop_all()
+        if not args.keep_work_dir:
+            shutil.rmtree(bench.work, ignore_errors=True)
+        else:
+            log(f"configs and logs kept in {bench.work}")
+    log(f"results: {os.path.join(args.out, 'latest.md')} (+ .json, .svg)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

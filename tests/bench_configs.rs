@@ -1,0 +1,151 @@
+//! The configs the benchmark (`bench/run.py`) runs are valid for the servers
+//! that read them: `python3 bench/configs.py emit DIR` writes a sample of each,
+//! and each is checked by its own server's check mode (`nginx -t`,
+//! `haproxy -c`, `heroku-lb -t`). nginx and HAProxy checks are skipped, with a
+//! message, where those binaries are not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// One file `configs.py emit` wrote: its kind (`nginx`, `haproxy`,
+/// `heroku-lb`), path, and for nginx the prefix directory.
+struct Emitted {
+    kind: String,
+    path: PathBuf,
+    prefix: Option<PathBuf>,
+}
+
+/// Runs `python3 bench/configs.py emit <dir>` and parses what it printed.
+/// `None` (with a message) when python3 is not installed.
+fn emit(dir: &Path) -> Option<Vec<Emitted>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/configs.py");
+    let output = match Command::new("python3")
+        .arg(&script)
+        .arg("emit")
+        .arg(dir)
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => {
+            eprintln!("skipped: python3 is not available ({e})");
+            return None;
+        }
+    };
+    assert_ok("python3 bench/configs.py emit", &output);
+    let emitted: Vec<Emitted> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let mut fields = line.split_whitespace();
+            Emitted {
+                kind: fields.next().expect("a kind").to_string(),
+                path: PathBuf::from(fields.next().expect("a path")),
+                prefix: fields.next().map(PathBuf::from),
+            }
+        })
+        .collect();
+    assert!(!emitted.is_empty(), "configs.py emit wrote nothing");
+    Some(emitted)
+}
+
+fn assert_ok(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Whether `binary` can be run at all (`-v` prints its version everywhere).
+fn installed(binary: &str) -> bool {
+    Command::new(binary).arg("-v").output().is_ok()
+}
+
+fn of_kind<'a>(emitted: &'a [Emitted], kind: &'a str) -> impl Iterator<Item = &'a Emitted> {
+    emitted.iter().filter(move |e| e.kind == kind)
+}
+
+/// Every nginx config the benchmark generates (backends, 200-port backends, proxy) passes `nginx -t`.
+#[test]
+fn the_generated_nginx_configs_pass_nginx_t() {
+    if !installed("nginx") {
+        eprintln!("skipped: nginx is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(emitted) = emit(dir.path()) else {
+        return;
+    };
+    let configs: Vec<&Emitted> = of_kind(&emitted, "nginx").collect();
+    assert_eq!(configs.len(), 3, "backends, many backends and proxy");
+    for config in configs {
+        let prefix = config
+            .prefix
+            .as_ref()
+            .expect("nginx configs come with a prefix");
+        let output = Command::new("nginx")
+            .args(["-e", "stderr", "-t", "-c"])
+            .arg(&config.path)
+            .arg("-p")
+            .arg(prefix)
+            .output()
+            .expect("running nginx -t");
+        assert_ok(&format!("nginx -t -c {}", config.path.display()), &output);
+    }
+}
+
+/// The HAProxy config the benchmark generates passes `haproxy -c`.
+#[test]
+fn the_generated_haproxy_config_passes_haproxy_c() {
+    if !installed("haproxy") {
+        eprintln!("skipped: haproxy is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(emitted) = emit(dir.path()) else {
+        return;
+    };
+    let config = of_kind(&emitted, "haproxy")
+        .next()
+        .expect("a haproxy config");
+    let output = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&config.path)
+        .output()
+        .expect("running haproxy -c");
+    assert_ok(&format!("haproxy -c -f {}", config.path.display()), &output);
+}
+
+/// Both heroku-lb configs the benchmark generates (static list, pipeline) pass `heroku-lb -t`.
+#[test]
+fn the_generated_heroku_lb_configs_pass_heroku_lb_t() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(emitted) = emit(dir.path()) else {
+        return;
+    };
+    let configs: Vec<&Emitted> = of_kind(&emitted, "heroku-lb").collect();
+    assert_eq!(configs.len(), 2, "static and pipeline");
+    for config in configs {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_heroku-lb"));
+        // Only what the file says: none of the caller's heroku-lb variables.
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        if config.path.to_string_lossy().contains("pipeline") {
+            // The API key is a secret: environment only, never in the file.
+            command.env("HEROKU_API_KEY", "bench-config-test-key");
+        }
+        let output = command
+            .arg("-t")
+            .arg("-c")
+            .arg(&config.path)
+            .output()
+            .expect("running heroku-lb -t");
+        assert_ok(
+            &format!("heroku-lb -t -c {}", config.path.display()),
+            &output,
+        );
+    }
+}
