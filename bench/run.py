@@ -470,13 +470,21 @@ class Bench:
         log_path = os.path.join(d, "log")
         if kind.startswith("heroku-lb"):
             level = "info" if kind.endswith("info") else "warn"
+            # The policy rows: least connections, and round robin with sticky
+            # sessions on (wrk sends no cookie, so every answer sets one).
+            extra = {}
+            if kind.endswith("least_connections"):
+                extra["LB_POLICY"] = "least_connections"
+            if kind.endswith("sticky"):
+                extra["LB_STICKY_COOKIE"] = "heroku_lb"
+                extra["LB_STICKY_SECRET"] = "bench-secret"
             conf = os.path.join(d, "heroku-lb.yaml")
             with open(conf, "w") as f:
                 f.write(configs.heroku_lb_conf(
                     d, port, [f"http://127.0.0.1:{p}" for p in backend_ports],
                     upstream_keepalive_pool_size=pool))
             proc = Proc(kind, [self.bins["heroku-lb"], "-c", conf], cpu=self.proxy_cpu,
-                        env=self.clean_env(RUST_LOG=level), log_path=log_path)
+                        env=self.clean_env(RUST_LOG=level, **extra), log_path=log_path)
         elif kind == "bare Pingora":
             proc = Proc(kind, [self.bins["bare_pingora"]], cpu=self.proxy_cpu,
                         env=self.clean_env(
@@ -620,7 +628,8 @@ class Bench:
 
     # ---- scenarios
 
-    PROXIES = ["heroku-lb", "heroku-lb RUST_LOG=info", "bare Pingora", "nginx", "HAProxy"]
+    PROXIES = ["heroku-lb", "heroku-lb RUST_LOG=info", "heroku-lb least_connections",
+               "heroku-lb sticky", "bare Pingora", "nginx", "HAProxy"]
 
     def throughput(self) -> None:
         a = self.args
@@ -1085,6 +1094,7 @@ def svg_chart(rows: list[tuple[str, float, float]], machine: dict, connections: 
     width = label_w + 2 * panel_w
     height = top + len(rows) * (bar_h + gap) + 40
     colors = {"heroku-lb": "#6762a6", "heroku-lb RUST_LOG=info": "#9d98d6",
+              "heroku-lb least_connections": "#4f4a8c", "heroku-lb sticky": "#b8b4e8",
               "bare Pingora": "#f38020", "nginx": "#009639", "HAProxy": "#1f77b4"}
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
