@@ -251,7 +251,7 @@ async fn a_backend_down_at_start_gets_no_traffic_until_its_first_check_passes() 
     for (backend, last_check) in [(&refusing, "connection refused"), (&crashed, "status 503")] {
         let view = entry(&snapshot, &backend.url());
         assert_eq!(view["healthy"], false, "{view:#}");
-        assert_eq!(view["state"], "awaiting first check", "{view:#}");
+        assert_eq!(view["state"], "not admitted", "{view:#}");
         assert_eq!(view["last_check"], last_check, "{view:#}");
         // Not even tried: the first check gates selection.
         assert_eq!(view["requests"], 0, "{view:#}");

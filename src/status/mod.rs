@@ -78,7 +78,7 @@ pub struct BackendView {
     pub url: String,
     /// Takes traffic now.
     pub healthy: bool,
-    /// Why not, when not: `unresolved`, `awaiting first check`, `ejected`, `failing checks`.
+    /// Why not, when not: `unresolved`, `not admitted` (no check has passed yet), `ejected`, `failing checks`.
     pub state: &'static str,
     pub weight: usize,
     pub address: Option<String>,
@@ -314,7 +314,7 @@ fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> Bac
     let state = if target.addr().is_none() {
         "unresolved"
     } else if !target.is_admitted() {
-        "awaiting first check"
+        "not admitted"
     } else if target.is_ejected() {
         "ejected"
     } else if !pingora_healthy {
