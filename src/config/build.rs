@@ -1,0 +1,341 @@
+//! From the raw file section and the environment to typed [`Settings`]:
+//! every setting's precedence (environment over file over default) is
+//! applied here, one function per group, and each error names its variable
+//! or key. Single values are parsed by `values.rs`.
+
+use super::env::{self, Env};
+use super::file::FileSettings;
+use super::values::*;
+use super::{
+    ApiKey, BackendSource, ConfigError, HealthSettings, PipelineSettings, Settings, StickySettings,
+    UpstreamSettings,
+};
+use crate::selection::Policy;
+use crate::sticky::valid_cookie_name;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub(super) fn build_settings(
+    file: FileSettings,
+    env: &dyn Env,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Settings, ConfigError> {
+    let listen_port = match env.var(env::PORT) {
+        Some(raw) => parse_port(&raw).map_err(|reason| ConfigError::new(env::PORT, reason))?,
+        None => file.port.unwrap_or(8080),
+    };
+    if listen_port == 0 {
+        return Err(ConfigError::new(
+            key("port"),
+            "port 0 is not a port to listen on",
+        ));
+    }
+    let listen_host = match env.var(env::LB_LISTEN_HOST) {
+        Some(raw) => {
+            parse_ip(&raw).map_err(|reason| ConfigError::new(env::LB_LISTEN_HOST, reason))?
+        }
+        None => match &file.listen_host {
+            Some(raw) => {
+                parse_ip(raw).map_err(|reason| ConfigError::new(key("listen_host"), reason))?
+            }
+            None => IpAddr::from([0, 0, 0, 0]),
+        },
+    };
+    let listen = std::net::SocketAddr::new(listen_host, listen_port).to_string();
+
+    let resolve_pins = match env.var(env::LB_RESOLVE) {
+        Some(raw) => {
+            parse_pins_list(&raw).map_err(|reason| ConfigError::new(env::LB_RESOLVE, reason))?
+        }
+        None => {
+            let mut pins = HashMap::new();
+            for (host, ip) in file.resolve.iter().flatten() {
+                let ip = parse_ip(ip)
+                    .map_err(|reason| ConfigError::new(key(&format!("resolve.{host}")), reason))?;
+                pins.insert(host.to_ascii_lowercase(), ip);
+            }
+            pins
+        }
+    };
+    let resolve_interval = seconds(
+        None,
+        file.resolve_interval_seconds,
+        Duration::from_secs(30),
+        env,
+        key("resolve_interval_seconds"),
+    )?;
+
+    let health = HealthSettings {
+        interval: seconds(
+            Some(env::HEALTH_CHECK_INTERVAL),
+            file.health_check_interval_seconds,
+            Duration::from_secs(5),
+            env,
+            key("health_check_interval_seconds"),
+        )?,
+        path: match env.var(env::HEALTH_CHECK_PATH) {
+            Some(path) => {
+                check_path(&path).map_err(|r| ConfigError::new(env::HEALTH_CHECK_PATH, r))?
+            }
+            None => match &file.health_check_path {
+                Some(path) => {
+                    check_path(path).map_err(|r| ConfigError::new(key("health_check_path"), r))?
+                }
+                None => "/".to_string(),
+            },
+        },
+        timeout: seconds(
+            None,
+            file.health_check_timeout_seconds,
+            Duration::from_secs(2),
+            env,
+            key("health_check_timeout_seconds"),
+        )?,
+        rise: at_least_one(file.health_check_rise, 2)
+            .map_err(|r| ConfigError::new(key("health_check_rise"), r))?,
+        fall: at_least_one(file.health_check_fall, 2)
+            .map_err(|r| ConfigError::new(key("health_check_fall"), r))?,
+        statuses: match &file.health_check_statuses {
+            Some(list) => parse_statuses(list)
+                .map_err(|r| ConfigError::new(key("health_check_statuses"), r))?,
+            None => vec![(200, 399)],
+        },
+        passive_5xx_threshold: file.passive_5xx_threshold.unwrap_or(5),
+    };
+    let admin_prefix = match &file.admin_path_prefix {
+        Some(prefix) => {
+            check_prefix(prefix).map_err(|r| ConfigError::new(key("admin_path_prefix"), r))?
+        }
+        None => "/_lb/".to_string(),
+    };
+
+    let upstream = UpstreamSettings {
+        connect_timeout: seconds(
+            None,
+            file.connect_timeout_seconds,
+            Duration::from_secs(5),
+            env,
+            key("connect_timeout_seconds"),
+        )?,
+        first_byte_timeout: seconds(
+            None,
+            file.first_byte_timeout_seconds,
+            Duration::from_secs(30),
+            env,
+            key("first_byte_timeout_seconds"),
+        )?,
+        idle_timeout: seconds(
+            None,
+            file.idle_timeout_seconds,
+            Duration::from_secs(55),
+            env,
+            key("idle_timeout_seconds"),
+        )?,
+        connect_retries: file.connect_retries.unwrap_or(2),
+    };
+
+    let policy = match env.var(env::LB_POLICY) {
+        Some(raw) => Policy::parse(&raw).map_err(|r| ConfigError::new(env::LB_POLICY, r))?,
+        None => match &file.policy {
+            Some(raw) => Policy::parse(raw).map_err(|r| ConfigError::new(key("policy"), r))?,
+            None => Policy::RoundRobin,
+        },
+    };
+    let sticky = sticky_settings(&file, env, key)?;
+
+    let source = backend_source(&file, env, key)?;
+    let dyno = env.var(env::DYNO);
+    if source == BackendSource::Demo {
+        if let Some(dyno) = &dyno {
+            return Err(ConfigError::new(
+                env::DYNO,
+                format!(
+                    "running on Heroku (DYNO={dyno}) with no backends configured; the demo \
+                     backends are refused there. Set HEROKU_API_KEY and PIPELINE_IDENTIFIER \
+                     (pipeline discovery) or LB_BACKENDS (static URLs)"
+                ),
+            ));
+        }
+    }
+
+    Ok(Settings {
+        listen,
+        listen_port,
+        source,
+        resolve_pins,
+        resolve_interval,
+        health,
+        status_token: env.var(env::LB_STATUS_TOKEN).or(file.status_token.clone()),
+        upstream,
+        dyno,
+        admin_prefix,
+        policy,
+        sticky,
+    })
+}
+
+fn sticky_settings(
+    file: &FileSettings,
+    env: &dyn Env,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<StickySettings>, ConfigError> {
+    let cookie = match env.var(env::LB_STICKY_COOKIE) {
+        Some(name) => Some((name, env::LB_STICKY_COOKIE.to_string())),
+        None => file
+            .sticky_cookie
+            .clone()
+            .map(|name| (name, key("sticky_cookie"))),
+    };
+    let Some((cookie, culprit)) = cookie else {
+        return Ok(None);
+    };
+    if !valid_cookie_name(&cookie) {
+        return Err(ConfigError::new(
+            culprit,
+            format!("'{cookie}' is not a cookie name (letters, digits and !#$%&'*+-.^_`|~ only)"),
+        ));
+    }
+    let ttl = match env.var(env::LB_STICKY_TTL) {
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(seconds) if seconds > 0 => Some(Duration::from_secs(seconds)),
+            _ => {
+                return Err(ConfigError::new(
+                    env::LB_STICKY_TTL,
+                    format!("'{raw}' is not a whole number of seconds above 0"),
+                ))
+            }
+        },
+        None => match file.sticky_ttl_seconds {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    key("sticky_ttl_seconds"),
+                    "must be above 0",
+                ))
+            }
+            other => other.map(Duration::from_secs),
+        },
+    };
+    // The same configuration must give the same key on every dyno.
+    let (secret, default_secret) =
+        match (env.var(env::LB_STICKY_SECRET), env.var(env::HEROKU_API_KEY)) {
+            (Some(secret), _) => (secret.into_bytes(), false),
+            (None, Some(api_key)) => (
+                format!("heroku-lb sticky cookie key:{api_key}").into_bytes(),
+                false,
+            ),
+            (None, None) => (b"heroku-lb default sticky cookie key".to_vec(), true),
+        };
+    Ok(Some(StickySettings {
+        cookie,
+        ttl,
+        secret,
+        default_secret,
+    }))
+}
+
+fn backend_source(
+    file: &FileSettings,
+    env: &dyn Env,
+    key: &dyn Fn(&str) -> String,
+) -> Result<BackendSource, ConfigError> {
+    let api_key = env.var(env::HEROKU_API_KEY);
+    let pipeline = env
+        .var(env::PIPELINE_IDENTIFIER)
+        .or_else(|| file.pipeline.clone());
+    let static_list = match env.var(env::LB_BACKENDS) {
+        Some(raw) => Some(
+            parse_backend_list(raw.split(','))
+                .map_err(|reason| ConfigError::new(env::LB_BACKENDS, reason))?,
+        ),
+        None => match &file.backends {
+            Some(list) => Some(
+                parse_backend_list(list.iter().map(String::as_str))
+                    .map_err(|reason| ConfigError::new(key("backends"), reason))?,
+            ),
+            None => None,
+        },
+    };
+
+    match (api_key, pipeline, static_list) {
+        (Some(_), Some(_), Some(_)) => Err(ConfigError::new(
+            env::LB_BACKENDS,
+            "static backends and pipeline discovery (HEROKU_API_KEY + PIPELINE_IDENTIFIER) are \
+             both configured; choose one",
+        )),
+        (Some(api_key), Some(pipeline), None) => Ok(BackendSource::Pipeline(pipeline_settings(
+            file,
+            env,
+            key,
+            ApiKey(api_key),
+            pipeline,
+        )?)),
+        (Some(_), None, _) => Err(ConfigError::new(
+            env::PIPELINE_IDENTIFIER,
+            "HEROKU_API_KEY is set but no pipeline is named; set PIPELINE_IDENTIFIER to the \
+             pipeline's UUID or name",
+        )),
+        (None, Some(_), None) => Err(ConfigError::new(
+            env::HEROKU_API_KEY,
+            "a pipeline is named but HEROKU_API_KEY is not set; discovery needs an API key",
+        )),
+        (None, _, Some(list)) => Ok(BackendSource::Static(list)),
+        (None, None, None) => Ok(BackendSource::Demo),
+    }
+}
+
+fn pipeline_settings(
+    file: &FileSettings,
+    env: &dyn Env,
+    key: &dyn Fn(&str) -> String,
+    api_key: ApiKey,
+    pipeline: String,
+) -> Result<PipelineSettings, ConfigError> {
+    let stage = match env.var(env::PIPELINE_STAGE) {
+        Some(stage) => check_stage(&stage).map_err(|r| ConfigError::new(env::PIPELINE_STAGE, r))?,
+        None => match &file.pipeline_stage {
+            Some(stage) => {
+                check_stage(stage).map_err(|r| ConfigError::new(key("pipeline_stage"), r))?
+            }
+            None => "production".to_string(),
+        },
+    };
+    let api_url = match env.var(env::HEROKU_API_URL) {
+        Some(url) => check_api_url(&url).map_err(|r| ConfigError::new(env::HEROKU_API_URL, r))?,
+        None => match &file.heroku_api_url {
+            Some(url) => {
+                check_api_url(url).map_err(|r| ConfigError::new(key("heroku_api_url"), r))?
+            }
+            None => "https://api.heroku.com".to_string(),
+        },
+    };
+    Ok(PipelineSettings {
+        api_key,
+        pipeline,
+        stage,
+        api_url,
+        interval: seconds(
+            Some(env::DISCOVERY_INTERVAL),
+            file.discovery_interval_seconds,
+            Duration::from_secs(30),
+            env,
+            key("discovery_interval_seconds"),
+        )?,
+        app_refresh_interval: seconds(
+            None,
+            file.app_refresh_interval_seconds,
+            Duration::from_secs(600),
+            env,
+            key("app_refresh_interval_seconds"),
+        )?,
+        api_timeout: seconds(
+            None,
+            file.api_timeout_seconds,
+            Duration::from_secs(10),
+            env,
+            key("api_timeout_seconds"),
+        )?,
+        rate_limit_reserve: file.rate_limit_reserve.unwrap_or(500),
+        weight_by_dynos: file.weight_by_dynos.unwrap_or(true),
+    })
+}
