@@ -3,28 +3,11 @@
 
 mod common;
 
-use common::lb::{LbBuilder, LbExit, EXIT_TIMEOUT};
+use common::lb::{assert_fails_naming, LbBuilder, EXIT_TIMEOUT};
 
 /// A builder with one valid backend, so only the case under test is wrong.
 fn with_a_backend() -> LbBuilder {
     LbBuilder::new().backends(&[format!("http://127.0.0.1:{}", common::free_port())])
-}
-
-/// Run to exit and check it failed with `culprit` in stderr.
-fn assert_fails_naming(builder: LbBuilder, culprit: &str) -> LbExit {
-    let exit = builder.run_to_exit(EXIT_TIMEOUT);
-    assert!(
-        !exit.status.success(),
-        "expected a non-zero exit naming {culprit}, got {}; stderr:\n{}",
-        exit.status,
-        exit.stderr
-    );
-    assert!(
-        exit.stderr.contains(culprit),
-        "stderr does not name {culprit}:\n{}",
-        exit.stderr
-    );
-    exit
 }
 
 /// A misspelt key in the heroku_lb section is an error that names the key.

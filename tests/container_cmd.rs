@@ -10,20 +10,17 @@ mod common;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
+use common::dockerfile::{container_path, copy_parts, dockerfile, repo};
 
 /// The uid/gid the balancer runs as when the tests run as root (`nobody`).
 const UNPRIVILEGED: u32 = 65534;
 /// Heroku's SIGKILL comes 30 s after SIGTERM.
 const SIGKILL_AFTER: Duration = Duration::from_secs(30);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The parts of the Dockerfile's runtime (last) stage that say how it runs.
 #[derive(Debug, Default)]
@@ -34,61 +31,23 @@ struct RuntimeStage {
     cmd: Vec<String>,
 }
 
-/// `path` joined to `base` when relative, with `.` and `..` resolved.
-fn container_path(base: &Path, path: &str) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for component in base.join(path).components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(part) => out.push(part),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Read the runtime stage: comment lines dropped, `\` continuations joined.
+/// Read the runtime (last) stage of the shipped Dockerfile.
 fn runtime_stage() -> RuntimeStage {
-    let path = repo().join("Dockerfile");
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut logical = Vec::new();
-    let mut pending = String::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (part, continues) = match line.strip_suffix('\\') {
-            Some(part) => (part.trim_end(), true),
-            None => (line, false),
-        };
-        pending.push(' ');
-        pending.push_str(part);
-        if !continues {
-            logical.push(pending.trim().to_string());
-            pending.clear();
-        }
-    }
-    let mut stage = RuntimeStage::default();
-    for line in logical {
-        let (keyword, args) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
-        let args = args.trim();
-        match keyword.to_ascii_uppercase().as_str() {
-            "FROM" => {
-                stage = RuntimeStage {
-                    workdir: PathBuf::from("/"),
-                    ..RuntimeStage::default()
-                }
-            }
+    let stages = dockerfile();
+    let last = stages.last().expect("the Dockerfile has a stage");
+    let mut stage = RuntimeStage {
+        workdir: PathBuf::from("/"),
+        ..RuntimeStage::default()
+    };
+    for instruction in &last.instructions {
+        let args = instruction.args.as_str();
+        match instruction.keyword.as_str() {
             "WORKDIR" => stage.workdir = container_path(&stage.workdir, args),
             "COPY" => {
-                let words: Vec<&str> = args.split_whitespace().collect();
-                if words.iter().any(|w| w.starts_with("--from")) {
+                let (flags, words) = copy_parts(args);
+                if flags.iter().any(|w| w.starts_with("--from")) {
                     continue;
                 }
-                let words: Vec<&str> = words.into_iter().filter(|w| !w.starts_with("--")).collect();
                 let (dest, sources) = words.split_last().expect("COPY has a destination");
                 let dest = container_path(&stage.workdir, dest);
                 for source in sources {

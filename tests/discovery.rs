@@ -16,20 +16,6 @@ const KEY: &str = "hrku-test-key-7f3c9e21-b5d4-do-not-log";
 const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
 const ACCEPT_FILTERS: &str = "application/vnd.heroku+json; version=3.filters";
 
-/// The balancer in pipeline mode against `api`, with a short discovery interval.
-fn pipeline_lb(api: &FakeHerokuApi, identifier: &str) -> LbBuilder {
-    LbBuilder::new()
-        .env("HEROKU_API_KEY", KEY)
-        .env("PIPELINE_IDENTIFIER", identifier)
-        .env("HEROKU_API_URL", api.url())
-        .env("DISCOVERY_INTERVAL", "0.3")
-}
-
-/// The `web_url` the fake hands out for a backend, in Heroku's form (trailing `/`).
-fn web_url(backend: &TestBackend) -> String {
-    format!("{}/", backend.url())
-}
-
 /// Send `count` sequential GETs to `{prefix}{i}`; every one must answer 200.
 async fn send_all(client: &reqwest::Client, lb: &LbProcess, prefix: &str, count: usize) {
     for i in 0..count {
@@ -71,6 +57,20 @@ async fn wait_serving(lb: &LbProcess, client: &reqwest::Client, serving: &[&Test
     }
 }
 
+/// Once both of `pair` serve, send `count` GETs under `prefix` and return
+/// how many each of the two got.
+async fn split(
+    lb: &LbProcess,
+    client: &reqwest::Client,
+    pair: [&TestBackend; 2],
+    prefix: &str,
+    count: usize,
+) -> (usize, usize) {
+    wait_serving(lb, client, &pair).await;
+    send_all(client, lb, prefix, count).await;
+    (pair[0].count_to(prefix), pair[1].count_to(prefix))
+}
+
 fn couplings_path(pipeline: &PipelineId) -> String {
     format!("/pipelines/{pipeline}/pipeline-couplings")
 }
@@ -108,14 +108,12 @@ fn lines_with(lb: &LbProcess, needle: &str) -> Vec<String> {
 async fn only_the_apps_of_the_chosen_stage_get_traffic() {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("shop");
-    let prod_one = TestBackend::start("prod-one").await;
-    let prod_two = TestBackend::start("prod-two").await;
+    let prod_one = TestBackend::start_app(&api, &pipeline, "prod-one").await;
+    let prod_two = TestBackend::start_app(&api, &pipeline, "prod-two").await;
     let staging = TestBackend::start("staging-one").await;
-    api.add_app(AppFixture::new("prod-one", &pipeline, &web_url(&prod_one)));
-    api.add_app(AppFixture::new("prod-two", &pipeline, &web_url(&prod_two)));
-    api.add_app(AppFixture::new("staging-one", &pipeline, &web_url(&staging)).stage("staging"));
+    api.add_app(AppFixture::new("staging-one", &pipeline, &staging.web_url()).stage("staging"));
 
-    let production_lb = pipeline_lb(&api, pipeline.as_str()).start().await;
+    let production_lb = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
     let client = common::http_client();
     wait_serving(&production_lb, &client, &[&prod_one, &prod_two]).await;
     send_all(&client, &production_lb, "/production/", 100).await;
@@ -128,7 +126,7 @@ async fn only_the_apps_of_the_chosen_stage_get_traffic() {
     );
     drop(production_lb);
 
-    let staging_lb = pipeline_lb(&api, pipeline.as_str())
+    let staging_lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("PIPELINE_STAGE", "staging")
         .start()
         .await;
@@ -149,7 +147,7 @@ async fn a_couplings_list_cut_into_pages_is_followed_to_the_end() {
         api.add_app(AppFixture::new(
             backend.name(),
             &pipeline,
-            &web_url(backend),
+            &backend.web_url(),
         ));
     }
     api.set_page_size_cap(2);
@@ -178,7 +176,7 @@ async fn a_couplings_list_cut_into_pages_is_followed_to_the_end() {
     }
 
     let mark = api.mark();
-    let lb = pipeline_lb(&api, pipeline.as_str()).start().await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
     let client = common::http_client();
     let serving: Vec<&TestBackend> = backends.iter().collect();
     wait_serving(&lb, &client, &serving).await;
@@ -236,14 +234,13 @@ async fn a_couplings_list_cut_into_pages_is_followed_to_the_end() {
 async fn a_pipeline_name_is_resolved_once_and_a_uuid_never() {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("shop-pipeline");
-    let backend = TestBackend::start("shop-web").await;
-    api.add_app(AppFixture::new("shop-web", &pipeline, &web_url(&backend)));
+    let backend = TestBackend::start_app(&api, &pipeline, "shop-web").await;
     let client = common::http_client();
     let by_id = couplings_path(&pipeline);
 
     for identifier in ["shop-pipeline", pipeline.as_str()] {
         let mark = api.mark();
-        let lb = pipeline_lb(&api, identifier).start().await;
+        let lb = LbBuilder::pipeline(&api, identifier).start().await;
         wait_serving(&lb, &client, &[&backend]).await;
         common::wait_until(
             "five discovery rounds",
@@ -306,25 +303,23 @@ async fn a_pipeline_name_is_resolved_once_and_a_uuid_never() {
 async fn apps_that_cannot_serve_are_left_out_and_a_null_web_url_is_warned_about() {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("shop");
-    let good_one = TestBackend::start("good-one").await;
-    let good_two = TestBackend::start("good-two").await;
+    let good_one = TestBackend::start_app(&api, &pipeline, "good-one").await;
+    let good_two = TestBackend::start_app(&api, &pipeline, "good-two").await;
     let maintenance = TestBackend::start("in-maintenance").await;
     let zero = TestBackend::start("zero-dynos").await;
     let no_formation = TestBackend::start("no-web-formation").await;
-    api.add_app(AppFixture::new("good-one", &pipeline, &web_url(&good_one)));
-    api.add_app(AppFixture::new("good-two", &pipeline, &web_url(&good_two)));
     api.add_app(
         AppFixture::new("null-url-app", &pipeline, "http://unused.invalid/").without_web_url(),
     );
     api.add_app(
-        AppFixture::new("in-maintenance", &pipeline, &web_url(&maintenance)).maintenance(true),
+        AppFixture::new("in-maintenance", &pipeline, &maintenance.web_url()).maintenance(true),
     );
-    api.add_app(AppFixture::new("zero-dynos", &pipeline, &web_url(&zero)).web_quantity(Some(0)));
+    api.add_app(AppFixture::new("zero-dynos", &pipeline, &zero.web_url()).web_quantity(Some(0)));
     api.add_app(
-        AppFixture::new("no-web-formation", &pipeline, &web_url(&no_formation)).web_quantity(None),
+        AppFixture::new("no-web-formation", &pipeline, &no_formation.web_url()).web_quantity(None),
     );
 
-    let lb = pipeline_lb(&api, pipeline.as_str()).start().await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
     let client = common::http_client();
     wait_serving(&lb, &client, &[&good_one, &good_two]).await;
     send_all(&client, &lb, "/mixed/", 60).await;
@@ -358,14 +353,12 @@ async fn traffic_is_weighted_by_web_dyno_count_unless_turned_off() {
     let pipeline = api.add_pipeline("shop");
     let heavy = TestBackend::start("three-dynos").await;
     let light = TestBackend::start("one-dyno").await;
-    api.add_app(AppFixture::new("three-dynos", &pipeline, &web_url(&heavy)).web_quantity(Some(3)));
-    api.add_app(AppFixture::new("one-dyno", &pipeline, &web_url(&light)));
+    api.add_app(AppFixture::new("three-dynos", &pipeline, &heavy.web_url()).web_quantity(Some(3)));
+    api.add_app(AppFixture::new("one-dyno", &pipeline, &light.web_url()));
     let client = common::http_client();
 
-    let weighted = pipeline_lb(&api, pipeline.as_str()).start().await;
-    wait_serving(&weighted, &client, &[&heavy, &light]).await;
-    send_all(&client, &weighted, "/weighted/", 400).await;
-    let (h, l) = (heavy.count_to("/weighted/"), light.count_to("/weighted/"));
+    let weighted = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
+    let (h, l) = split(&weighted, &client, [&heavy, &light], "/weighted/", 400).await;
     assert!(
         (260..=340).contains(&h) && h + l == 400,
         "weight 3 vs 1: expected about 300/100 (±40), got {h}/{l}\nbalancer output:\n{}",
@@ -373,13 +366,11 @@ async fn traffic_is_weighted_by_web_dyno_count_unless_turned_off() {
     );
     drop(weighted);
 
-    let equal = pipeline_lb(&api, pipeline.as_str())
+    let equal = LbBuilder::pipeline(&api, pipeline.as_str())
         .config("weight_by_dynos", "false")
         .start()
         .await;
-    wait_serving(&equal, &client, &[&heavy, &light]).await;
-    send_all(&client, &equal, "/equal/", 400).await;
-    let (h, l) = (heavy.count_to("/equal/"), light.count_to("/equal/"));
+    let (h, l) = split(&equal, &client, [&heavy, &light], "/equal/", 400).await;
     assert!(
         (160..=240).contains(&h) && h + l == 400,
         "weight_by_dynos false: expected about 200/200 (±40), got {h}/{l}\nbalancer output:\n{}",
@@ -395,15 +386,15 @@ async fn apps_added_to_or_removed_from_the_pipeline_are_picked_up_within_a_few_r
     let first = TestBackend::start("first").await;
     let second = TestBackend::start("second").await;
     let third = TestBackend::start("third").await;
-    let first_id = api.add_app(AppFixture::new("first", &pipeline, &web_url(&first)));
-    api.add_app(AppFixture::new("second", &pipeline, &web_url(&second)));
+    let first_id = api.add_app(AppFixture::new("first", &pipeline, &first.web_url()));
+    api.add_app(AppFixture::new("second", &pipeline, &second.web_url()));
 
-    let lb = pipeline_lb(&api, pipeline.as_str()).start().await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
     let client = common::http_client();
     wait_serving(&lb, &client, &[&first, &second]).await;
 
     // Added: DISCOVERY_INTERVAL is 0.3 s; allow ten intervals.
-    api.add_app(AppFixture::new("third", &pipeline, &web_url(&third)));
+    api.add_app(AppFixture::new("third", &pipeline, &third.web_url()));
     let added = Instant::now();
     let reached = common::poll_until(60, Duration::from_millis(50), || async {
         for i in 0..3 {
@@ -480,11 +471,9 @@ type ModeResult = Result<String, String>;
 async fn survive(failure: Failure) -> ModeResult {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("shop");
-    let one = TestBackend::start("app-one").await;
-    let two = TestBackend::start("app-two").await;
-    api.add_app(AppFixture::new("app-one", &pipeline, &web_url(&one)));
-    api.add_app(AppFixture::new("app-two", &pipeline, &web_url(&two)));
-    let lb = pipeline_lb(&api, pipeline.as_str())
+    let one = TestBackend::start_app(&api, &pipeline, "app-one").await;
+    let two = TestBackend::start_app(&api, &pipeline, "app-two").await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .config("api_timeout_seconds", "0.5")
         .start()
         .await;
@@ -642,9 +631,8 @@ async fn every_api_failure_keeps_the_last_apps_serving_and_is_logged_once() {
 async fn a_refused_and_a_timed_out_api_call_are_logged_as_different_errors() {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("shop");
-    let backend = TestBackend::start("app-one").await;
-    api.add_app(AppFixture::new("app-one", &pipeline, &web_url(&backend)));
-    let lb = pipeline_lb(&api, pipeline.as_str())
+    let backend = TestBackend::start_app(&api, &pipeline, "app-one").await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .config("api_timeout_seconds", "0.5")
         .start()
         .await;
@@ -697,13 +685,11 @@ async fn a_refused_and_a_timed_out_api_call_are_logged_as_different_errors() {
 async fn first_round_fails_then_recovers(failure: Failure) {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("shop");
-    let one = TestBackend::start("app-one").await;
-    let two = TestBackend::start("app-two").await;
-    api.add_app(AppFixture::new("app-one", &pipeline, &web_url(&one)));
-    api.add_app(AppFixture::new("app-two", &pipeline, &web_url(&two)));
+    let one = TestBackend::start_app(&api, &pipeline, "app-one").await;
+    let two = TestBackend::start_app(&api, &pipeline, "app-two").await;
     api.set_failure(failure.clone());
 
-    let lb = pipeline_lb(&api, pipeline.as_str()).start().await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
     let client = common::http_client();
     common::wait_until(
         "the first failure to be logged",
@@ -765,10 +751,10 @@ async fn a_steady_round_costs_at_most_two_requests_with_herokus_headers() {
         api.add_app(AppFixture::new(
             backend.name(),
             &pipeline,
-            &web_url(backend),
+            &backend.web_url(),
         ));
     }
-    let lb = pipeline_lb(&api, pipeline.as_str())
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("DISCOVERY_INTERVAL", "0.2")
         // So that refreshes of known apps happen inside the window.
         .config("app_refresh_interval_seconds", "1")
@@ -880,12 +866,11 @@ async fn a_steady_round_costs_at_most_two_requests_with_herokus_headers() {
 async fn the_api_key_never_appears_in_the_logs() {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("shop");
-    let backend = TestBackend::start("app-one").await;
-    api.add_app(AppFixture::new("app-one", &pipeline, &web_url(&backend)));
+    let backend = TestBackend::start_app(&api, &pipeline, "app-one").await;
     api.add_app(AppFixture::new("no-url", &pipeline, "http://unused.invalid/").without_web_url());
     // The first round fails too: the error path from the very start.
     api.fail_next(1, Failure::Status(500));
-    let lb = pipeline_lb(&api, "shop")
+    let lb = LbBuilder::pipeline(&api, "shop")
         .env("RUST_LOG", "debug")
         .start()
         .await;

@@ -48,6 +48,19 @@ fn couplings_path(pipeline: &PipelineId) -> String {
     format!("/pipelines/{pipeline}/pipeline-couplings")
 }
 
+/// GET the pipeline's couplings with a `Range` header; the answer must come back.
+async fn get_couplings_range(
+    api: &FakeHerokuApi,
+    pipeline: &PipelineId,
+    range: &str,
+) -> reqwest::Response {
+    get(api, &couplings_path(pipeline))
+        .header("range", range)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -214,27 +227,15 @@ async fn five_couplings_with_a_page_cap_of_two_come_in_three_linked_pages() {
     assert_eq!(seen.len(), apps.len());
 
     api.clear_page_size_cap();
-    let one_page = get(&api, &couplings_path(&pipeline))
-        .header("range", "id ..; max=3")
-        .send()
-        .await
-        .unwrap();
+    let one_page = get_couplings_range(&api, &pipeline, "id ..; max=3").await;
     assert_eq!(one_page.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(one_page.json::<Vec<Value>>().await.unwrap().len(), 3);
 
-    let documented_form = get(&api, &couplings_path(&pipeline))
-        .header("range", "id ..; max=10;")
-        .send()
-        .await
-        .unwrap();
+    let documented_form = get_couplings_range(&api, &pipeline, "id ..; max=10;").await;
     assert_eq!(documented_form.status(), StatusCode::OK);
     assert_eq!(documented_form.json::<Vec<Value>>().await.unwrap().len(), 5);
 
-    let other_attribute = get(&api, &couplings_path(&pipeline))
-        .header("range", "name ..; max=10")
-        .send()
-        .await
-        .unwrap();
+    let other_attribute = get_couplings_range(&api, &pipeline, "name ..; max=10").await;
     assert_eq!(other_attribute.status(), StatusCode::RANGE_NOT_SATISFIABLE);
 }
 
@@ -544,11 +545,7 @@ async fn looping_next_range_repeats_the_same_next_range() {
     let mut ranges = Vec::new();
     let mut range = "id ..; max=200".to_string();
     for _ in 0..3 {
-        let response = get(&api, &couplings_path(&pipeline))
-            .header("range", &range)
-            .send()
-            .await
-            .unwrap();
+        let response = get_couplings_range(&api, &pipeline, &range).await;
         assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
         range = header(&response, "next-range").unwrap().to_string();
         ranges.push(range.clone());

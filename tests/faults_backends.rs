@@ -8,22 +8,16 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
-use common::lb::{LbBuilder, LbProcess};
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// Longest request head a raw backend reads before giving up on a connection.
-const MAX_HEAD: usize = 64 * 1024;
-/// How long a raw backend waits for a request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+use common::lb::LbBuilder;
+use common::raw_backend::{read_head, RawServer};
+use common::status::{status, wait_healthy};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// What a raw backend does with requests other than `/health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,85 +38,37 @@ struct RawShared {
     misbehaviour: Misbehaviour,
     /// Requests other than `/health` that arrived.
     requests: AtomicUsize,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A hand-written HTTP/1.1 backend on 127.0.0.1:0. Answers `GET /health` with
 /// 200 and closes; every other request gets its `Misbehaviour`. Stops on drop.
 struct RawBackend {
-    addr: SocketAddr,
     shared: Arc<RawShared>,
-    accept_task: JoinHandle<()>,
+    server: RawServer,
 }
 
 impl RawBackend {
     async fn start(misbehaviour: Misbehaviour) -> RawBackend {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind a raw backend on 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local_addr of a listener");
         let shared = Arc::new(RawShared {
             misbehaviour,
             requests: AtomicUsize::new(0),
-            tasks: Mutex::new(Vec::new()),
         });
-        let accept_shared = Arc::clone(&shared);
-        let accept_task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let conn_shared = Arc::clone(&accept_shared);
-                let task = tokio::spawn(serve_raw(stream, conn_shared));
-                let mut tasks = accept_shared.tasks.lock().unwrap();
-                tasks.retain(|t| !t.is_finished());
-                tasks.push(task);
-            }
-        });
-        RawBackend {
-            addr,
-            shared,
-            accept_task,
-        }
+        let server = RawServer::start({
+            let shared = Arc::clone(&shared);
+            move |stream| serve_raw(stream, Arc::clone(&shared))
+        })
+        .await;
+        RawBackend { shared, server }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Requests other than `/health` that arrived.
     fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
     }
-}
-
-impl Drop for RawBackend {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-        for task in self.shared.tasks.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-}
-
-/// Read one request head; returns its request line, or None if the peer left.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.ok()?;
-            if n == 0 || head.len() > MAX_HEAD {
-                return None;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Some(())
-    };
-    tokio::time::timeout(HEAD_TIMEOUT, read).await.ok()??;
-    let text = String::from_utf8_lossy(&head);
-    text.lines().next().map(str::to_string)
 }
 
 async fn serve_raw(mut stream: TcpStream, shared: Arc<RawShared>) {
@@ -191,27 +137,6 @@ fn brief(reply: &Result<common::Reply, String>) -> String {
             )
         }
     }
-}
-
-/// `/_lb/status` as JSON.
-async fn status(client: &reqwest::Client, lb: &LbProcess) -> Value {
-    let reply = common::get(client, &lb.url_for("/_lb/status")).await;
-    serde_json::from_str(&reply.body)
-        .unwrap_or_else(|e| panic!("/_lb/status is not JSON ({e}): {reply:?}"))
-}
-
-/// Wait until `/_lb/status` shows `count` healthy backends.
-async fn wait_healthy(client: &reqwest::Client, lb: &LbProcess, count: u64) {
-    let ok = common::poll_until(200, Duration::from_millis(50), || async {
-        status(client, lb).await["backends_healthy"].as_u64() == Some(count)
-    })
-    .await;
-    assert!(
-        ok,
-        "never saw {count} healthy backends; status: {}\noutput:\n{}",
-        status(client, lb).await,
-        lb.output()
-    );
 }
 
 /// A balancer over `urls` checking `/health` every `interval` seconds, no passive 5xx ejection.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
 use common::lb::{LbBuilder, LbProcess};
+use common::status::{status, wait_healthy};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,24 +33,14 @@ fn balancer(urls: &[String]) -> LbBuilder {
         .config("health_check_interval_seconds", "0.5")
 }
 
-/// `/_lb/status` as JSON.
-async fn status(client: &reqwest::Client, lb: &LbProcess) -> Value {
-    let reply = common::get(client, &lb.url_for("/_lb/status")).await;
-    serde_json::from_str(&reply.body)
-        .unwrap_or_else(|e| panic!("/_lb/status is not JSON ({e}): {reply:?}"))
-}
-
-/// Wait until `/_lb/status` shows `count` healthy backends.
-async fn wait_healthy(client: &reqwest::Client, lb: &LbProcess, count: u64) {
-    let ok = common::poll_until(200, Duration::from_millis(50), || async {
-        status(client, lb).await["backends_healthy"].as_u64() == Some(count)
-    })
-    .await;
-    assert!(
-        ok,
-        "never saw {count} healthy backends; output:\n{}",
-        lb.output()
-    );
+/// Two backends behind `balancer`, both healthy.
+async fn two_healthy_apps() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
+    let backends = TestBackend::start_many("app", 2).await;
+    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
+    let lb = balancer(&urls).start().await;
+    let client = common::http_client();
+    wait_healthy(&client, &lb, 2).await;
+    (backends, lb, client)
 }
 
 /// One HTTP/1.1 response read off a raw connection.
@@ -144,11 +135,7 @@ fn open_files_soft_limit() -> Option<u64> {
 /// so the balancer does not cut them; whether it did is printed, not asserted.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slowloris_clients_do_not_delay_other_clients() {
-    let backends = TestBackend::start_many("app", 2).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    let (backends, lb, client) = two_healthy_apps().await;
 
     const SLOW_CLIENTS: usize = 50;
     const DRIP_FOR: Duration = Duration::from_secs(10);
@@ -226,11 +213,7 @@ async fn slowloris_clients_do_not_delay_other_clients() {
 /// are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_over_herokus_limits_are_refused_before_any_backend() {
-    let backends = TestBackend::start_many("app", 2).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    let (backends, lb, client) = two_healthy_apps().await;
 
     let long_path = format!("/limits/long-line/{}", "a".repeat(9 * 1024));
     let long_line = format!("GET {long_path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
@@ -305,11 +288,7 @@ async fn request_heads_over_herokus_limits_are_refused_before_any_backend() {
 /// nor the one smuggled inside its body reaches a backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_framed_two_ways_is_refused_and_nothing_is_smuggled_through() {
-    let backends = TestBackend::start_many("app", 2).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    let (backends, lb, client) = two_healthy_apps().await;
 
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     let chunked_body = format!("0\r\n\r\n{smuggled}");
@@ -367,11 +346,7 @@ async fn a_body_framed_two_ways_is_refused_and_nothing_is_smuggled_through() {
 /// idle connections still work afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_idle_keep_alive_connections_do_not_slow_new_requests() {
-    let backends = TestBackend::start_many("app", 2).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    let (_backends, lb, client) = two_healthy_apps().await;
 
     // Each idle connection costs this process one descriptor; keep 256 spare
     // for the backends (which live in this process) and everything else.

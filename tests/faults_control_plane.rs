@@ -13,8 +13,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
-use common::heroku_api::{AppFixture, Failure, FakeHerokuApi};
-use common::lb::{LbBuilder, LbProcess};
+use common::heroku_api::{Failure, FakeHerokuApi};
+use common::lb::LbBuilder;
+use common::status::try_status;
 use serde_json::Value;
 
 const KEY: &str = "hrku-faults-cp-key-51c0e7-do-not-log";
@@ -46,12 +47,6 @@ fn vm_rss_kb(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// `/_lb/status` as JSON, or why not.
-async fn status_json(client: &reqwest::Client, lb: &LbProcess) -> Result<Value, String> {
-    let reply = common::send(client.get(lb.url_for("/_lb/status"))).await?;
-    serde_json::from_str(&reply.body).map_err(|e| format!("status is not JSON ({e}): {reply:?}"))
 }
 
 /// What one failure mode did to the balancer.
@@ -102,23 +97,9 @@ impl ModeOutcome {
 async fn run_mode(mode: Failure) -> ModeOutcome {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("faults");
-    let one = TestBackend::start("cp-one").await;
-    let two = TestBackend::start("cp-two").await;
-    api.add_app(AppFixture::new(
-        "cp-one",
-        &pipeline,
-        &format!("{}/", one.url()),
-    ));
-    api.add_app(AppFixture::new(
-        "cp-two",
-        &pipeline,
-        &format!("{}/", two.url()),
-    ));
-    let lb = LbBuilder::new()
-        .env("HEROKU_API_KEY", KEY)
-        .env("PIPELINE_IDENTIFIER", pipeline.as_str())
-        .env("HEROKU_API_URL", api.url())
-        .env("DISCOVERY_INTERVAL", "0.3")
+    let one = TestBackend::start_app(&api, &pipeline, "cp-one").await;
+    let two = TestBackend::start_app(&api, &pipeline, "cp-two").await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("HEALTH_CHECK_PATH", "/health")
         .config("api_timeout_seconds", "0.5")
         .start()
@@ -185,7 +166,7 @@ async fn run_mode(mode: Failure) -> ModeOutcome {
     let api_url = api.url();
     let mut shown = false;
     for _ in 0..40 {
-        match status_json(&client, &lb).await {
+        match try_status(&client, &lb).await {
             Ok(status) => {
                 outcome.discovery = status["discovery"].clone();
                 let failed_rounds = outcome.discovery["failed_rounds"].as_u64().unwrap_or(0);

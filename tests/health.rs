@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend};
 use common::lb::{LbBuilder, LbProcess};
+use common::status::{entry, status, wait_backend_healthy};
 use serde_json::Value;
 
 /// `HEALTH_CHECK_INTERVAL` used by every test here.
@@ -37,21 +38,6 @@ fn balancer(urls: &[String]) -> LbBuilder {
         .config("passive_5xx_threshold", "0")
 }
 
-/// `GET /_lb/status` as JSON, whatever its status code (503 when none is healthy).
-async fn status(client: &reqwest::Client, lb: &LbProcess) -> Value {
-    let reply = common::get(client, &lb.url_for("/_lb/status")).await;
-    serde_json::from_str(&reply.body)
-        .unwrap_or_else(|e| panic!("/_lb/status is not JSON ({e}): {reply:?}"))
-}
-
-/// The entry of `status.backends` whose `url` is `url`.
-fn entry<'a>(status: &'a Value, url: &str) -> &'a Value {
-    status["backends"]
-        .as_array()
-        .and_then(|backends| backends.iter().find(|b| b["url"] == url))
-        .unwrap_or_else(|| panic!("no backend {url} in /_lb/status: {status:#}"))
-}
-
 /// Poll `/_lb/status` until the backend at `url` shows `healthy: want`.
 /// Returns how long that took and its entry at that moment.
 async fn wait_healthy(
@@ -60,21 +46,14 @@ async fn wait_healthy(
     url: &str,
     want: bool,
 ) -> (Duration, Value) {
-    let started = Instant::now();
-    let mut last = Value::Null;
-    while started.elapsed() < STATE_DEADLINE {
-        let snapshot = status(client, lb).await;
-        let backend = entry(&snapshot, url).clone();
-        if backend["healthy"] == want {
-            return (started.elapsed(), backend);
-        }
-        last = backend;
-        tokio::time::sleep(POLL).await;
-    }
-    panic!(
-        "{url} never showed healthy={want} within {STATE_DEADLINE:?}; last entry: {last:#}; stderr:\n{}",
-        lb.stderr()
-    );
+    wait_backend_healthy(client, lb, url, want, Instant::now(), STATE_DEADLINE, POLL)
+        .await
+        .unwrap_or_else(|last| {
+            panic!(
+                "{url} never showed healthy={want} within {STATE_DEADLINE:?}; last entry: {last:#}; stderr:\n{}",
+                lb.stderr()
+            )
+        })
 }
 
 /// Send `count` GETs to `/work/{tag}/{i}`; every one must be answered 200.

@@ -8,17 +8,17 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::backend::{TestBackend, BACKEND_HEADER};
+use common::backend::TestBackend;
 use common::heroku_api::{AppFixture, FakeHerokuApi};
 use common::lb::{LbBuilder, LbExit, LbProcess, EXIT_TIMEOUT};
+use common::raw_backend::{named_ok, serve_keep_alive, RawServer};
+use common::status::{status, wait_healthy};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 
 /// Path of the health checks; the slow backends answer it at once.
 const HEALTH_PATH: &str = "/health";
@@ -34,8 +34,6 @@ const RUN: Duration = Duration::from_secs(4);
 /// as the slow one, and least connections rightly evens out their counts;
 /// with it the backends, not the balancer, are the bottleneck, as in production.
 const PAUSE: Duration = Duration::from_millis(20);
-/// Header lines a request head may have before the slow backend gives up on it.
-const MAX_HEADER_LINES: usize = 100;
 /// The Platform API key of the pipeline test.
 const KEY: &str = "hrku-least-connections-test-key";
 
@@ -44,32 +42,23 @@ const KEY: &str = "hrku-least-connections-test-key";
 /// It records the path of every request it read. Dropping it stops it.
 struct SlowBackend {
     name: String,
-    addr: SocketAddr,
     paths: Arc<Mutex<Vec<String>>>,
-    /// Owns the connection tasks too: aborting it drops them.
-    accept_task: JoinHandle<()>,
+    server: RawServer,
 }
 
 impl SlowBackend {
     async fn start(name: &str, delay: Duration) -> SlowBackend {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind a slow backend on 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("local_addr of a bound listener");
         let paths = Arc::new(Mutex::new(Vec::new()));
-        let accept_task = tokio::spawn(accept_loop(
-            listener,
-            name.to_string(),
-            delay,
-            Arc::clone(&paths),
-        ));
+        let server = RawServer::start({
+            let name = name.to_string();
+            let paths = Arc::clone(&paths);
+            move |stream| serve_connection(stream, name.clone(), delay, Arc::clone(&paths))
+        })
+        .await;
         SlowBackend {
             name: name.to_string(),
-            addr,
             paths,
-            accept_task,
+            server,
         }
     }
 
@@ -79,7 +68,7 @@ impl SlowBackend {
 
     /// `http://127.0.0.1:PORT`
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Requests whose path starts with `prefix`, counted when they arrived
@@ -94,36 +83,6 @@ impl SlowBackend {
     }
 }
 
-impl Drop for SlowBackend {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    name: String,
-    delay: Duration,
-    paths: Arc<Mutex<Vec<String>>>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        match listener.accept().await {
-            Ok((stream, _peer)) => {
-                connections.spawn(serve_connection(
-                    stream,
-                    name.clone(),
-                    delay,
-                    Arc::clone(&paths),
-                ));
-            }
-            // Out of file descriptors or similar: back off instead of spinning.
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
-}
-
 /// Answer requests one after another on one connection until the peer closes it.
 async fn serve_connection(
     stream: TcpStream,
@@ -131,67 +90,17 @@ async fn serve_connection(
     delay: Duration,
     paths: Arc<Mutex<Vec<String>>>,
 ) {
-    let mut stream = BufReader::new(stream);
-    while let Some(head) = read_head(&mut stream).await {
-        paths.lock().unwrap().push(head.path.clone());
-        if !head.path.starts_with(HEALTH_PATH) {
-            tokio::time::sleep(delay).await;
-        }
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{BACKEND_HEADER}: {name}\r\n\r\n{name}",
-            name.len()
-        );
-        if stream
-            .get_mut()
-            .write_all(response.as_bytes())
-            .await
-            .is_err()
-            || head.close
-        {
-            return;
-        }
-    }
-}
-
-/// What the slow backend needs from a request head.
-struct Head {
-    path: String,
-    /// The client asked to close the connection after this answer.
-    close: bool,
-}
-
-/// Read one request head and discard its body (by `Content-Length`).
-/// None at end of stream or for anything malformed.
-async fn read_head(stream: &mut BufReader<TcpStream>) -> Option<Head> {
-    let mut line = String::new();
-    if stream.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    let path = line.split_whitespace().nth(1)?.to_string();
-    let mut content_length = 0usize;
-    let mut close = false;
-    for _ in 0..MAX_HEADER_LINES {
-        line.clear();
-        if stream.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            if content_length > 0 {
-                let mut body = vec![0; content_length];
-                stream.read_exact(&mut body).await.ok()?;
+    serve_keep_alive(stream, |head| {
+        let (name, paths) = (name.clone(), Arc::clone(&paths));
+        async move {
+            paths.lock().unwrap().push(head.path.clone());
+            if !head.path.starts_with(HEALTH_PATH) {
+                tokio::time::sleep(delay).await;
             }
-            return Some(Head { path, close });
+            named_ok(&name, "")
         }
-        let (name, value) = header.split_once(':')?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            content_length = value.parse().ok()?;
-        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
-            close = true;
-        }
-    }
-    None
+    })
+    .await
 }
 
 /// A static-mode balancer over `urls` with `policy`, checking `/health` every 0.5 s.
@@ -201,13 +110,6 @@ fn balancer(urls: &[String], policy: &str) -> LbBuilder {
         .env("LB_POLICY", policy)
         .env("HEALTH_CHECK_INTERVAL", "0.5")
         .env("HEALTH_CHECK_PATH", HEALTH_PATH)
-}
-
-/// `/_lb/status` as JSON.
-async fn status(client: &reqwest::Client, lb: &LbProcess) -> Value {
-    let reply = common::get(client, &lb.url_for("/_lb/status")).await;
-    serde_json::from_str(&reply.body)
-        .unwrap_or_else(|e| panic!("/_lb/status is not JSON ({e}): {reply:?}"))
 }
 
 /// The `backends` array of a status answer.
@@ -240,20 +142,6 @@ fn backend_entry<'a>(status: &'a Value, addr_url: &str) -> &'a Value {
                 .is_some_and(|url| url.trim_end_matches('/') == addr_url)
         })
         .unwrap_or_else(|| panic!("no backend {addr_url} in status: {status}"))
-}
-
-/// Wait (about 10 s at most) until `/_lb/status` shows `count` healthy backends.
-async fn wait_healthy(client: &reqwest::Client, lb: &LbProcess, count: u64) {
-    let healthy = common::poll_until(200, Duration::from_millis(50), || async {
-        status(client, lb).await["backends_healthy"].as_u64() == Some(count)
-    })
-    .await;
-    assert!(
-        healthy,
-        "never {count} healthy backends; last status: {}\nbalancer output:\n{}",
-        status(client, lb).await,
-        lb.output()
-    );
 }
 
 /// `(backend label, value)` of every `heroku_lb_backend_in_flight` sample.
@@ -604,10 +492,7 @@ async fn least_connections_divides_in_flight_requests_by_dyno_weight() {
     api.add_app(
         AppFixture::new("one-dyno", &pipeline, &format!("{}/", light.url())).web_quantity(Some(1)),
     );
-    let lb = LbBuilder::new()
-        .env("HEROKU_API_KEY", KEY)
-        .env("PIPELINE_IDENTIFIER", pipeline.as_str())
-        .env("HEROKU_API_URL", api.url())
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("DISCOVERY_INTERVAL", "0.5")
         .env("LB_POLICY", "least_connections")
         .env("HEALTH_CHECK_INTERVAL", "0.5")

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
-use common::lb::{LbBuilder, LbProcess};
-use serde_json::Value;
+use common::lb::LbBuilder;
+use common::status::{entry, status};
 
 /// Every family `/_lb/metrics` must carry.
 const FAMILIES: [&str; 10] = [
@@ -242,21 +242,6 @@ fn tally(sent: &mut BTreeMap<(String, String), u64>, reply: common::Reply) -> u1
     let class = format!("{}xx", reply.status / 100);
     *sent.entry((from, class)).or_default() += 1;
     reply.status
-}
-
-/// `GET /_lb/status` as JSON.
-async fn status(client: &reqwest::Client, lb: &LbProcess) -> Value {
-    let reply = common::get(client, &lb.url_for("/_lb/status")).await;
-    serde_json::from_str(&reply.body)
-        .unwrap_or_else(|e| panic!("/_lb/status is not JSON ({e}): {reply:?}"))
-}
-
-/// The entry of `status.backends` whose `url` is `url`.
-fn entry<'a>(status: &'a Value, url: &str) -> &'a Value {
-    status["backends"]
-        .as_array()
-        .and_then(|backends| backends.iter().find(|b| b["url"] == url))
-        .unwrap_or_else(|| panic!("no backend {url} in /_lb/status: {status:#}"))
 }
 
 /// The parser itself accepts the format's corner cases and refuses broken lines.

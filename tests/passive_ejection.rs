@@ -13,48 +13,40 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
 use common::lb::{LbBuilder, LbProcess};
-use serde_json::Value;
-
-/// `GET /_lb/status` as JSON, whatever its status code.
-async fn status(client: &reqwest::Client, lb: &LbProcess) -> Value {
-    let reply = common::get(client, &lb.url_for("/_lb/status")).await;
-    serde_json::from_str(&reply.body)
-        .unwrap_or_else(|e| panic!("/_lb/status is not JSON ({e}): {reply:?}"))
-}
-
-/// The entry of `status.backends` whose `url` is `url`.
-fn entry<'a>(status: &'a Value, url: &str) -> &'a Value {
-    status["backends"]
-        .as_array()
-        .and_then(|backends| backends.iter().find(|b| b["url"] == url))
-        .unwrap_or_else(|| panic!("no backend {url} in /_lb/status: {status:#}"))
-}
-
-/// The value of the sample `name{backend="<backend>"}` in `/_lb/metrics`, if any.
-async fn metric(
-    client: &reqwest::Client,
-    lb: &LbProcess,
-    name: &str,
-    backend: &str,
-) -> Option<f64> {
-    let reply = common::get(client, &lb.url_for("/_lb/metrics")).await;
-    assert_eq!(reply.status, 200, "/_lb/metrics: {reply:?}");
-    let series = format!("{name}{{backend=\"{backend}\"}} ");
-    reply
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map(|value| {
-            value
-                .trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("{series}{value}: not a number ({e})"))
-        })
-}
+use common::status::{entry, metric, status, wait_backend_healthy};
 
 /// The `backend` label static mode gives a backend: its `host:port`.
 fn label(backend: &TestBackend) -> String {
     backend.addr().to_string()
+}
+
+/// A balancer over `backends` checking `/health` every `interval` seconds.
+fn balancer(backends: &[TestBackend], interval: &str) -> LbBuilder {
+    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
+    LbBuilder::new()
+        .backends(&urls)
+        .env("HEALTH_CHECK_INTERVAL", interval)
+        .env("HEALTH_CHECK_PATH", "/health")
+}
+
+/// `heroku_lb_passive_ejections_total` of `backend`, if the sample is there.
+async fn ejections(client: &reqwest::Client, lb: &LbProcess, backend: &TestBackend) -> Option<f64> {
+    metric(
+        client,
+        lb,
+        "heroku_lb_passive_ejections_total",
+        &label(backend),
+    )
+    .await
+}
+
+/// Panics unless `line` stands exactly once in `output`.
+fn assert_one_line(output: &str, line: &str) {
+    assert_eq!(
+        output.matches(line).count(),
+        1,
+        "expected one '{line}' line:\n{output}"
+    );
 }
 
 /// Three 503s in a row from one app eject it long before the next active check would have run.
@@ -62,12 +54,8 @@ fn label(backend: &TestBackend) -> String {
 async fn three_503s_in_a_row_eject_a_backend_before_the_next_active_check() {
     let backends = TestBackend::start_many("app", 2).await;
     let (sick, well) = (&backends[0], &backends[1]);
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
     // After the checks at start-up, the next one is 30 s away.
-    let lb = LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", "30")
-        .env("HEALTH_CHECK_PATH", "/health")
+    let lb = balancer(&backends, "30")
         .config("passive_5xx_threshold", "3")
         .start()
         .await;
@@ -89,13 +77,7 @@ async fn three_503s_in_a_row_eject_a_backend_before_the_next_active_check() {
         answers.push((reply.status, from));
     }
     let snapshot = status(&client, &lb).await;
-    let ejections = metric(
-        &client,
-        &lb,
-        "heroku_lb_passive_ejections_total",
-        &label(sick),
-    )
-    .await;
+    let ejections = ejections(&client, &lb, sick).await;
     let took = started.elapsed();
     println!("20 requests, status and metrics in {took:?}");
 
@@ -133,15 +115,12 @@ async fn three_503s_in_a_row_eject_a_backend_before_the_next_active_check() {
         "heroku_lb_passive_ejections_total{{backend=\"{}\"}} = {ejections:?}",
         label(sick)
     );
-    let output = lb.output();
-    let line = format!(
-        "url={} healthy -> ejected reason=\"3 responses 5xx in a row",
-        sick.url()
-    );
-    assert_eq!(
-        output.matches(&line).count(),
-        1,
-        "expected one '{line}' line:\n{output}"
+    assert_one_line(
+        &lb.output(),
+        &format!(
+            "url={} healthy -> ejected reason=\"3 responses 5xx in a row",
+            sick.url()
+        ),
     );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
@@ -150,13 +129,7 @@ async fn three_503s_in_a_row_eject_a_backend_before_the_next_active_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_ejects_the_backend_at_once_and_the_request_is_retried() {
     let backends = TestBackend::start_many("app", 3).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", "30")
-        .env("HEALTH_CHECK_PATH", "/health")
-        .start()
-        .await;
+    let lb = balancer(&backends, "30").start().await;
     let client = common::http_client();
     lb.wait_proxying(&client).await;
     let gone = &backends[1];
@@ -186,23 +159,14 @@ async fn a_refused_connection_ejects_the_backend_at_once_and_the_request_is_retr
     assert_eq!(view["healthy"], false, "{view:#}");
     // One refused try, then never selected again.
     assert_eq!(view["connect_failures"], 1, "{view:#}");
-    let ejections = metric(
-        &client,
-        &lb,
-        "heroku_lb_passive_ejections_total",
-        &label(gone),
-    )
-    .await;
+    let ejections = ejections(&client, &lb, gone).await;
     assert_eq!(ejections, Some(1.0));
-    let output = lb.output();
-    let line = format!(
-        "url={} healthy -> ejected reason=\"connect failed: ",
-        gone.url()
-    );
-    assert_eq!(
-        output.matches(&line).count(),
-        1,
-        "expected one '{line}' line:\n{output}"
+    assert_one_line(
+        &lb.output(),
+        &format!(
+            "url={} healthy -> ejected reason=\"connect failed: ",
+            gone.url()
+        ),
     );
 }
 
@@ -213,11 +177,7 @@ async fn an_ejected_backend_returns_after_rise_passing_active_checks() {
     let rise = 2;
     let backends = TestBackend::start_many("app", 2).await;
     let sick = &backends[0];
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", "/health")
+    let lb = balancer(&backends, "0.3")
         .config("passive_5xx_threshold", "3")
         .start()
         .await;
@@ -234,16 +194,17 @@ async fn an_ejected_backend_returns_after_rise_passing_active_checks() {
     let view = entry(&status(&client, &lb).await, &sick.url()).clone();
     assert_eq!(view["state"], "ejected", "{view:#}");
 
-    let mut back_after = None;
-    while recovered.elapsed() < Duration::from_secs(8) {
-        let snapshot = status(&client, &lb).await;
-        if entry(&snapshot, &sick.url())["healthy"] == true {
-            back_after = Some(recovered.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let back_after = back_after.unwrap_or_else(|| {
+    let (back_after, _) = wait_backend_healthy(
+        &client,
+        &lb,
+        &sick.url(),
+        true,
+        recovered,
+        Duration::from_secs(8),
+        Duration::from_millis(25),
+    )
+    .await
+    .unwrap_or_else(|_| {
         panic!(
             "the ejected backend never came back; stderr:\n{}",
             lb.stderr()
@@ -258,12 +219,9 @@ async fn an_ejected_backend_returns_after_rise_passing_active_checks() {
         "back after {back_after:?}, expected at most {bound:?}"
     );
 
-    let output = lb.output();
-    let line = format!("url={} ejected -> healthy", sick.url());
-    assert_eq!(
-        output.matches(&line).count(),
-        1,
-        "expected one '{line}' line:\n{output}"
+    assert_one_line(
+        &lb.output(),
+        &format!("url={} ejected -> healthy", sick.url()),
     );
     let before = sick.count_to("/work/after");
     for i in 0..10 {

@@ -27,11 +27,7 @@ async fn pipeline_apps_behind_one_router_port_each_get_their_own_sni_and_host() 
         api.add_app(AppFixture::new(name, &pipeline, &url));
     }
 
-    let lb = LbBuilder::new()
-        .env("HEROKU_API_KEY", KEY)
-        .env("PIPELINE_IDENTIFIER", "shop")
-        .env("HEROKU_API_URL", api.url())
-        .env("DISCOVERY_INTERVAL", "0.3")
+    let lb = LbBuilder::pipeline(&api, "shop")
         .resolve(&APPS.map(|host| (host, "127.0.0.1")))
         .ca_file(common::ca_pem())
         .start()

@@ -276,12 +276,8 @@ async fn neither_the_api_key_nor_a_clients_authorization_is_ever_printed() {
         &pipeline,
         &format!("{}/", router.url_for(APP)),
     ));
-    let lb = LbBuilder::new()
+    let lb = LbBuilder::pipeline(&api, "secret-pipeline")
         .env("RUST_LOG", "debug")
-        .env("HEROKU_API_KEY", API_KEY)
-        .env("PIPELINE_IDENTIFIER", "secret-pipeline")
-        .env("HEROKU_API_URL", api.url())
-        .env("DISCOVERY_INTERVAL", "0.3")
         .resolve(&[(APP, "127.0.0.1")])
         .ca_file(common::ca_pem())
         .start()

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
-use common::heroku_api::{AppFixture, Failure, FakeHerokuApi};
+use common::heroku_api::{Failure, FakeHerokuApi};
 use common::lb::{LbBuilder, LbProcess};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,22 +32,19 @@ fn balancer(backends: &[TestBackend]) -> LbBuilder {
 /// Wait until `/_lb/status` (with the token) shows `count` healthy backends.
 async fn wait_healthy(client: &reqwest::Client, lb: &LbProcess, count: u64) {
     let bearer = format!("Bearer {TOKEN}");
-    let ok = common::poll_until(200, Duration::from_millis(50), || async {
-        let reply = common::send(
-            client
-                .get(lb.url_for("/_lb/status"))
-                .header("authorization", &bearer),
-        )
+    common::status::wait_healthy_with(client, lb, &[("authorization", &bearer)], count).await
+}
+
+/// Two backends behind a balancer with `LB_STATUS_TOKEN`, both healthy.
+async fn two_apps_behind_the_token() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
+    let backends = TestBackend::start_many("app", 2).await;
+    let lb = balancer(&backends)
+        .env("LB_STATUS_TOKEN", TOKEN)
+        .start()
         .await;
-        matches!(reply, Ok(r) if serde_json::from_str::<Value>(&r.body)
-            .is_ok_and(|s| s["backends_healthy"].as_u64() == Some(count)))
-    })
-    .await;
-    assert!(
-        ok,
-        "never saw {count} healthy backends; output:\n{}",
-        lb.output()
-    );
+    let client = common::http_client();
+    wait_healthy(&client, &lb, 2).await;
+    (backends, lb, client)
 }
 
 /// Send raw `request` bytes on a fresh connection and return the status of
@@ -168,13 +165,7 @@ async fn hop_by_hop_headers_from_the_client_never_reach_the_backend() {
 /// backend ever receives one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_paths_are_never_forwarded_whatever_the_method_or_sub_path() {
-    let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends)
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
-        .await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    let (backends, lb, _client) = two_apps_behind_the_token().await;
 
     let methods = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PURGE",
@@ -237,13 +228,7 @@ async fn admin_paths_are_never_forwarded_whatever_the_method_or_sub_path() {
 /// does is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encoded_admin_paths_are_answered_by_the_balancer_or_passed_on_verbatim() {
-    let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends)
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
-        .await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    let (backends, lb, _client) = two_apps_behind_the_token().await;
 
     let variants = [
         "/%5Flb/status",
@@ -303,13 +288,7 @@ async fn encoded_admin_paths_are_answered_by_the_balancer_or_passed_on_verbatim(
 /// gives them only the summary, in JSON and in HTML.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_status_detail_need_the_token() {
-    let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends)
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
-        .await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    let (backends, lb, client) = two_apps_behind_the_token().await;
 
     let wrong: Vec<Option<String>> = vec![
         None,
@@ -403,23 +382,9 @@ fn secrets_in(text: &str, secrets: &[&str]) -> Vec<String> {
 async fn secrets_never_reach_a_log_line_or_a_status_answer() {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("secrets");
-    let one = TestBackend::start("sec-one").await;
-    let two = TestBackend::start("sec-two").await;
-    api.add_app(AppFixture::new(
-        "sec-one",
-        &pipeline,
-        &format!("{}/", one.url()),
-    ));
-    api.add_app(AppFixture::new(
-        "sec-two",
-        &pipeline,
-        &format!("{}/", two.url()),
-    ));
-    let lb = LbBuilder::new()
-        .env("HEROKU_API_KEY", KEY)
-        .env("PIPELINE_IDENTIFIER", pipeline.as_str())
-        .env("HEROKU_API_URL", api.url())
-        .env("DISCOVERY_INTERVAL", "0.3")
+    let one = TestBackend::start_app(&api, &pipeline, "sec-one").await;
+    let two = TestBackend::start_app(&api, &pipeline, "sec-two").await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("HEALTH_CHECK_PATH", "/health")
         .env("HEALTH_CHECK_INTERVAL", "0.3")
         .env("LB_STATUS_TOKEN", TOKEN)

@@ -5,15 +5,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::lb::{LbBuilder, LbProcess};
+use common::raw_backend::{read_head, RawServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
 /// Heroku's SIGKILL comes 30 s after SIGTERM.
 const SIGKILL_AFTER: Duration = Duration::from_secs(30);
@@ -45,39 +44,25 @@ fn with_shipped_conf() -> LbBuilder {
 /// everything else (health checks, warm-up) at once; one request per
 /// connection, `Connection: close`.
 struct SlowBackend {
-    addr: SocketAddr,
     slow_seen: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
+    server: RawServer,
 }
 
 impl SlowBackend {
     const NAME: &'static str = "slow-app";
 
     async fn start() -> SlowBackend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the slow backend on 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local_addr");
         let slow_seen = Arc::new(AtomicUsize::new(0));
-        let seen = slow_seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                tokio::spawn(serve_one(stream, seen.clone()));
-            }
-        });
-        SlowBackend {
-            addr,
-            slow_seen,
-            task,
-        }
+        let server = RawServer::start({
+            let seen = slow_seen.clone();
+            move |stream| serve_one(stream, seen.clone())
+        })
+        .await;
+        SlowBackend { slow_seen, server }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     fn slow_seen(&self) -> usize {
@@ -85,23 +70,11 @@ impl SlowBackend {
     }
 }
 
-impl Drop for SlowBackend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 async fn serve_one(mut stream: TcpStream, slow_seen: Arc<AtomicUsize>) {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 64 * 1024 {
-        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => request.extend_from_slice(&buf[..n]),
-            _ => return,
-        }
-    }
-    let head = String::from_utf8_lossy(&request);
-    let path = head.split_whitespace().nth(1).unwrap_or("/");
+    let Some(request_line) = read_head(&mut stream).await else {
+        return;
+    };
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
     if path.starts_with("/slow") {
         slow_seen.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(SLOW).await;

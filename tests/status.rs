@@ -75,6 +75,21 @@ async fn wait_status(
     );
 }
 
+/// Two backends behind a balancer with `LB_STATUS_TOKEN`, both healthy.
+async fn two_apps_behind_the_token() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
+    let backends = TestBackend::start_many("app", 2).await;
+    let lb = balancer(&backends)
+        .env("LB_STATUS_TOKEN", TOKEN)
+        .start()
+        .await;
+    let client = common::http_client();
+    wait_status(&client, &lb, &[], "both backends healthy", |_, s| {
+        s["backends_healthy"] == 2
+    })
+    .await;
+    (backends, lb, client)
+}
+
 /// Panics unless `value` is an object with at least the keys `expected`
 /// (fields added later do not break the documented ones).
 fn assert_has_keys(value: &Value, expected: &[&str]) {
@@ -252,16 +267,7 @@ async fn the_status_json_reports_ok_degraded_and_down_with_200_200_and_503() {
 /// With LB_STATUS_TOKEN set, only `Authorization: Bearer <token>` gets the detail; everyone else gets a summary naming no backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_token_hides_the_detail_from_callers_without_it() {
-    let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends)
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
-        .await;
-    let client = common::http_client();
-    wait_status(&client, &lb, &[], "both backends healthy", |_, s| {
-        s["backends_healthy"] == 2
-    })
-    .await;
+    let (backends, lb, client) = two_apps_behind_the_token().await;
 
     let wrong = [
         vec![],
@@ -322,16 +328,7 @@ async fn the_status_token_hides_the_detail_from_callers_without_it() {
 /// A browser gets one self-contained HTML page with a table of the backends (only with the token) that refreshes itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_gets_a_self_contained_html_status_page() {
-    let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends)
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
-        .await;
-    let client = common::http_client();
-    wait_status(&client, &lb, &[], "both backends healthy", |_, s| {
-        s["backends_healthy"] == 2
-    })
-    .await;
+    let (backends, lb, client) = two_apps_behind_the_token().await;
 
     let bearer = format!("Bearer {TOKEN}");
     let page = get_with(

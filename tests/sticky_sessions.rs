@@ -10,17 +10,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::backend::{TestBackend, BACKEND_HEADER};
-use common::lb::{LbBuilder, LbProcess, EXIT_TIMEOUT};
+use common::lb::{assert_fails_naming, LbBuilder, LbProcess};
+use common::raw_backend::{named_ok, serve_keep_alive, RawServer};
+use common::status::wait_healthy;
 use common::Reply;
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
 
 /// The sticky cookie's name in these tests.
 const COOKIE: &str = "lb_sticky";
@@ -30,8 +27,6 @@ const SECRET: &str = "sticky-test-secret-3b8e";
 const HEALTH_PATH: &str = "/health";
 /// The cookie the cookie-setting app sets on every answer.
 const APP_SET_COOKIE: &str = "app_session=from-the-app; Path=/; HttpOnly";
-/// Header lines a request head may have before the cookie app gives up on it.
-const MAX_HEADER_LINES: usize = 100;
 
 /// A balancer over `backends` with the sticky cookie on, checking `/health` every 0.3 s.
 fn sticky_balancer(urls: &[String]) -> LbBuilder {
@@ -45,23 +40,6 @@ fn sticky_balancer(urls: &[String]) -> LbBuilder {
 
 fn urls(backends: &[TestBackend]) -> Vec<String> {
     backends.iter().map(|b| b.url()).collect()
-}
-
-/// Wait (about 10 s at most) until `/_lb/status` shows `count` healthy backends.
-async fn wait_healthy(client: &reqwest::Client, lb: &LbProcess, count: u64) {
-    let url = lb.url_for("/_lb/status");
-    let healthy = common::poll_until(200, Duration::from_millis(50), || async {
-        let reply = common::get(client, &url).await;
-        serde_json::from_str::<Value>(&reply.body)
-            .is_ok_and(|status| status["backends_healthy"].as_u64() == Some(count))
-    })
-    .await;
-    assert!(
-        healthy,
-        "never {count} healthy backends; status: {}\nbalancer output:\n{}",
-        common::get(client, &url).await.body,
-        lb.output()
-    );
 }
 
 /// GET `path` with an optional `Cookie` header.
@@ -503,18 +481,7 @@ fn an_invalid_cookie_name_stops_the_balancer_naming_the_setting() {
         ),
     ];
     for (builder, culprit) in cases {
-        let exit = builder.run_to_exit(EXIT_TIMEOUT);
-        assert!(
-            !exit.status.success(),
-            "expected a non-zero exit naming {culprit}, got {}; stderr:\n{}",
-            exit.status,
-            exit.stderr
-        );
-        assert!(
-            exit.stderr.contains(culprit),
-            "stderr does not name {culprit}:\n{}",
-            exit.stderr
-        );
+        assert_fails_naming(builder, culprit);
     }
 }
 
@@ -524,31 +491,24 @@ type Seen = Arc<Mutex<Vec<(String, Vec<String>)>>>;
 /// An HTTP/1.1 keep-alive app that sets its own cookie (`APP_SET_COOKIE`) on
 /// every answer and records the `Cookie` header lines of each request by path.
 struct CookieApp {
-    addr: SocketAddr,
     seen: Seen,
-    /// Owns the connection tasks too: aborting it drops them.
-    accept_task: JoinHandle<()>,
+    server: RawServer,
 }
 
 impl CookieApp {
     async fn start(name: &str) -> CookieApp {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind the cookie app on 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("local_addr of a bound listener");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let accept_task = tokio::spawn(cookie_app_accept(listener, name.to_string(), seen.clone()));
-        CookieApp {
-            addr,
-            seen,
-            accept_task,
-        }
+        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+        let server = RawServer::start({
+            let name = name.to_string();
+            let seen = seen.clone();
+            move |stream| cookie_app_connection(stream, name.clone(), seen.clone())
+        })
+        .await;
+        CookieApp { seen, server }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// The `Cookie` lines of the latest request to exactly `path`.
@@ -563,79 +523,12 @@ impl CookieApp {
     }
 }
 
-impl Drop for CookieApp {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-    }
-}
-
-async fn cookie_app_accept(listener: TcpListener, name: String, seen: Seen) {
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        match listener.accept().await {
-            Ok((stream, _peer)) => {
-                connections.spawn(cookie_app_connection(stream, name.clone(), seen.clone()));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
-}
-
 async fn cookie_app_connection(stream: TcpStream, name: String, seen: Seen) {
-    let mut stream = BufReader::new(stream);
-    while let Some((path, cookies, close)) = read_request(&mut stream).await {
-        seen.lock().unwrap().push((path, cookies));
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{BACKEND_HEADER}: {name}\r\nset-cookie: {APP_SET_COOKIE}\r\n\r\n{name}",
-            name.len()
-        );
-        if stream
-            .get_mut()
-            .write_all(response.as_bytes())
-            .await
-            .is_err()
-            || close
-        {
-            return;
-        }
-    }
-}
-
-/// Read one request: its path, its `Cookie` lines and whether it asked to
-/// close; the body (by `Content-Length`) is discarded. None at end of stream
-/// or for anything malformed.
-async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<(String, Vec<String>, bool)> {
-    let mut line = String::new();
-    if stream.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    let path = line.split_whitespace().nth(1)?.to_string();
-    let mut cookies = Vec::new();
-    let mut content_length = 0usize;
-    let mut close = false;
-    for _ in 0..MAX_HEADER_LINES {
-        line.clear();
-        if stream.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            if content_length > 0 {
-                let mut body = vec![0; content_length];
-                stream.read_exact(&mut body).await.ok()?;
-            }
-            return Some((path, cookies, close));
-        }
-        let (name, value) = header.split_once(':')?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("cookie") {
-            cookies.push(value.to_string());
-        } else if name.eq_ignore_ascii_case("content-length") {
-            content_length = value.parse().ok()?;
-        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
-            close = true;
-        }
-    }
-    None
+    serve_keep_alive(stream, |request| {
+        let cookies = request.header_values("cookie");
+        seen.lock().unwrap().push((request.path, cookies));
+        let response = named_ok(&name, &format!("set-cookie: {APP_SET_COOKIE}\r\n"));
+        async move { response }
+    })
+    .await
 }

@@ -23,6 +23,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use super::heroku_api::{AppFixture, FakeHerokuApi, PipelineId};
+
 /// Response header naming the backend that answered, so clients can count too.
 pub const BACKEND_HEADER: &str = "x-test-backend";
 
@@ -106,6 +108,14 @@ impl TestBackend {
         }
     }
 
+    /// Start a backend called `name` and add it to the fake Platform API as
+    /// the app `name` of `pipeline`, at its `web_url()`.
+    pub async fn start_app(api: &FakeHerokuApi, pipeline: &PipelineId, name: &str) -> TestBackend {
+        let backend = TestBackend::start(name).await;
+        api.add_app(AppFixture::new(name, pipeline, &backend.web_url()));
+        backend
+    }
+
     /// Start `count` backends named `{prefix}-1`, `{prefix}-2`, …
     pub async fn start_many(prefix: &str, count: usize) -> Vec<TestBackend> {
         let mut backends = Vec::with_capacity(count);
@@ -130,6 +140,11 @@ impl TestBackend {
     /// `http://127.0.0.1:PORT`, the form `LB_BACKENDS` takes.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `url()` in the form the Platform API gives an app's `web_url` (trailing `/`).
+    pub fn web_url(&self) -> String {
+        format!("{}/", self.url())
     }
 
     /// Switch how later requests are answered.

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::heroku_api::FakeHerokuApi;
+
 /// Readiness: this many TCP connect attempts, `READY_INTERVAL` apart.
 pub const READY_TRIES: u32 = 200;
 pub const READY_INTERVAL: Duration = Duration::from_millis(50);
@@ -64,6 +66,16 @@ impl LbBuilder {
         .server_config("grace_period_seconds", "1")
         .server_config("graceful_shutdown_timeout_seconds", "1")
         .config("connect_timeout_seconds", "1")
+    }
+
+    /// Pipeline mode against the fake Platform API `api` (its key and URL),
+    /// discovering `identifier` every 0.3 s.
+    pub fn pipeline(api: &FakeHerokuApi, identifier: &str) -> LbBuilder {
+        LbBuilder::new()
+            .env("HEROKU_API_KEY", api.api_key())
+            .env("PIPELINE_IDENTIFIER", identifier)
+            .env("HEROKU_API_URL", api.url())
+            .env("DISCOVERY_INTERVAL", "0.3")
     }
 
     /// Set an environment variable for the child (replaces an earlier value).
@@ -399,4 +411,21 @@ impl Drop for LbProcess {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Run to exit and check it failed with `culprit` in stderr.
+pub fn assert_fails_naming(builder: LbBuilder, culprit: &str) -> LbExit {
+    let exit = builder.run_to_exit(EXIT_TIMEOUT);
+    assert!(
+        !exit.status.success(),
+        "expected a non-zero exit naming {culprit}, got {}; stderr:\n{}",
+        exit.status,
+        exit.stderr
+    );
+    assert!(
+        exit.stderr.contains(culprit),
+        "stderr does not name {culprit}:\n{}",
+        exit.stderr
+    );
+    exit
 }

@@ -1,6 +1,9 @@
 //! Shared fixtures for the integration tests: the balancer as a child process
-//! (`lb`), plain HTTP backends (`backend`) and a TLS router shared by several
-//! apps (`router`), plus the small helpers below.
+//! (`lb`), plain HTTP backends (`backend`), hand-written HTTP/1.1 backends
+//! (`raw_backend`), a TLS router shared by several apps (`router`), the fake
+//! Platform API (`heroku_api`), readers of `/_lb/status` and `/_lb/metrics`
+//! (`status`) and of the shipped Dockerfile (`dockerfile`), plus the small
+//! helpers below.
 //! Everything listens on 127.0.0.1 with ports chosen by the kernel, and every
 //! wait is bounded by a try count and a deadline, so tests can run in parallel
 //! and a broken balancer fails a test instead of hanging it.
@@ -8,9 +11,12 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod dockerfile;
 pub mod heroku_api;
 pub mod lb;
+pub mod raw_backend;
 pub mod router;
+pub mod status;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
