@@ -420,11 +420,7 @@ impl ProxyHttp for AppProxy {
     /// Host, never the query string (it may carry tokens).
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
         let request = session.req_header();
-        let host = request
-            .headers
-            .get("host")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("-");
+        let host = header_str(request, "host").unwrap_or("-");
         format!("{} {}, Host: {host}", request.method, request.uri.path())
     }
 
@@ -467,15 +463,8 @@ impl ProxyHttp for AppProxy {
             return;
         }
         let request = session.req_header();
-        let host = request
-            .headers
-            .get("host")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("-");
-        let fwd = request
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|value| value.to_str().ok())
+        let host = header_str(request, "host").unwrap_or("-");
+        let fwd = header_str(request, "x-forwarded-for")
             .and_then(|list| list.split(',').next())
             .map(|first| first.trim().to_string())
             .or_else(|| client_ip(session, ctx).map(|ip| ip.to_string()))
@@ -516,6 +505,14 @@ impl ProxyHttp for AppProxy {
             can_reuse_downstream: false,
         }
     }
+}
+
+/// A request header's value as text, if it is present and visible ASCII.
+fn header_str<'a>(request: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
 }
 
 /// The client's IP address, looked up once per connection.
