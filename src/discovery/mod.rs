@@ -25,7 +25,7 @@ use log::{debug, info, warn};
 use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::Backend;
 use resolve::NameResolver;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -102,6 +102,8 @@ struct DiscoveryState {
     /// The last good list; `None` until a round has succeeded.
     apps: Option<Vec<AppSpec>>,
     targets: HashMap<BackendUrl, Arc<AppTarget>>,
+    /// The set answered to Pingora, rebuilt only when a round brings a list.
+    backends: BTreeSet<Backend>,
     next_id: u64,
     next_resolve: Instant,
     /// The last source error, to log each distinct error once.
@@ -141,6 +143,7 @@ impl AppDiscovery {
                 next_round: Some(now),
                 apps: None,
                 targets: HashMap::new(),
+                backends: BTreeSet::new(),
                 next_id: 1,
                 next_resolve: now + resolve_interval,
                 last_error: None,
@@ -155,7 +158,8 @@ impl AppDiscovery {
         Arc::clone(&self.status)
     }
 
-    async fn run_round(&self, state: &mut DiscoveryState, now: Instant) {
+    /// Run one source round; true when it brought a (possibly unchanged) list.
+    async fn run_round(&self, state: &mut DiscoveryState, now: Instant) -> bool {
         let result = match tokio::time::timeout(ROUND_TIMEOUT, self.source.round()).await {
             Ok(result) => result,
             Err(_) => Err(SourceError {
@@ -182,6 +186,7 @@ impl AppDiscovery {
                 log_changes(state.apps.as_deref().unwrap_or_default(), &round.apps);
                 state.apps = Some(round.apps);
                 state.next_round = round.next_round_in.map(|delay| now + delay);
+                true
             }
             Err(error) => {
                 status.failed_rounds += 1;
@@ -198,31 +203,46 @@ impl AppDiscovery {
                     state.last_error = Some(error.message);
                 }
                 state.next_round = Some(now + error.retry_in);
+                false
             }
         }
     }
 
-    /// Make the target set match the app list: new URLs get a target (and a
-    /// number), gone URLs lose theirs. Returns the new targets.
-    fn sync_targets(&self, state: &mut DiscoveryState, apps: &[AppSpec]) -> Vec<Arc<AppTarget>> {
-        state
-            .targets
-            .retain(|url, _| apps.iter().any(|app| &app.url == url));
+    /// Make the targets match the last good app list: new URLs get a target
+    /// (and a number), gone URLs lose theirs, and the backend set answered to
+    /// Pingora is rebuilt. Returns the new targets. Runs only after a round
+    /// brought a list; ticks in between answer the stored set.
+    fn sync_targets(&self, state: &mut DiscoveryState) -> Vec<Arc<AppTarget>> {
+        let Some(apps) = state.apps.take() else {
+            return Vec::new();
+        };
+        let listed: HashSet<&BackendUrl> = apps.iter().map(|app| &app.url).collect();
+        state.targets.retain(|url, _| listed.contains(url));
         let mut fresh = Vec::new();
-        for app in apps {
-            if !state.targets.contains_key(&app.url) {
-                let target = Arc::new(AppTarget::new(
-                    state.next_id,
-                    app.url.clone(),
-                    app.name.clone(),
-                ));
-                state.next_id += 1;
-                state.targets.insert(app.url.clone(), Arc::clone(&target));
-                fresh.push(target);
-            }
+        let mut backends = BTreeSet::new();
+        for app in &apps {
+            let target = match state.targets.get(&app.url) {
+                Some(target) => Arc::clone(target),
+                None => {
+                    let target = Arc::new(AppTarget::new(
+                        state.next_id,
+                        app.url.clone(),
+                        app.name.clone(),
+                    ));
+                    state.next_id += 1;
+                    state.targets.insert(app.url.clone(), Arc::clone(&target));
+                    fresh.push(Arc::clone(&target));
+                    target
+                }
+            };
+            // Unresolved targets stay in the set (their health and counters
+            // are kept); selection skips a target without an address.
+            backends.insert(target.backend(app.weight));
         }
-        let live: Vec<u64> = state.targets.values().map(|t| t.id()).collect();
+        let live: HashSet<u64> = state.targets.values().map(|t| t.id()).collect();
         state.resolve_errors.retain(|id, _| live.contains(id));
+        state.backends = backends;
+        state.apps = Some(apps);
         fresh
     }
 
@@ -285,11 +305,13 @@ impl ServiceDiscovery for AppDiscovery {
     async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         let mut state = self.state.lock().await;
         let now = Instant::now();
-        if state.next_round.is_some_and(|due| due <= now) {
-            self.run_round(&mut state, now).await;
-        }
-        let apps = state.apps.clone().unwrap_or_default();
-        let fresh = self.sync_targets(&mut state, &apps);
+        let updated =
+            state.next_round.is_some_and(|due| due <= now) && self.run_round(&mut state, now).await;
+        let fresh = if updated {
+            self.sync_targets(&mut state)
+        } else {
+            Vec::new()
+        };
         let to_resolve: Vec<Arc<AppTarget>> = if now >= state.next_resolve {
             state.next_resolve = now + self.resolve_interval;
             state.targets.values().cloned().collect()
@@ -312,18 +334,7 @@ impl ServiceDiscovery for AppDiscovery {
             // Results are recorded on the targets; a failure only delays admission.
             while checks.join_next().await.is_some() {}
         }
-        let backends = apps
-            .iter()
-            .filter_map(|app| {
-                state
-                    .targets
-                    .get(&app.url)
-                    .map(|target| target.backend(app.weight))
-            })
-            .collect();
-        // Unresolved targets stay in the set (their health and counters are
-        // kept); selection skips a target without an address.
-        Ok((backends, HashMap::new()))
+        Ok((state.backends.clone(), HashMap::new()))
     }
 }
 
