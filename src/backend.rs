@@ -211,6 +211,8 @@ pub struct AppTarget {
     url: BackendUrl,
     /// The Heroku app name, or the hostname in static mode.
     name: String,
+    /// The URL as text, made once: the access line of every request names it.
+    url_text: String,
     host_header: String,
     /// Where connections go; `None` until the hostname first resolves.
     /// Written by discovery's resolver, read on the request path without a lock.
@@ -234,6 +236,7 @@ pub struct AppTarget {
 impl AppTarget {
     pub fn new(id: u64, url: BackendUrl, name: String) -> Self {
         let host_header = url.host_header();
+        let url_text = url.to_string();
         let metrics = TargetMetrics::new(&name);
         // An IP literal needs no resolution.
         let addr = url.ip().map(|ip| Arc::new(SocketAddr::new(ip, url.port())));
@@ -241,6 +244,7 @@ impl AppTarget {
             id,
             url,
             name,
+            url_text,
             host_header,
             addr: ArcSwapOption::new(addr),
             counters: TargetCounters::default(),
@@ -260,6 +264,11 @@ impl AppTarget {
 
     pub fn url(&self) -> &BackendUrl {
         &self.url
+    }
+
+    /// The URL as text (`https://host[:port]`).
+    pub fn url_text(&self) -> &str {
+        &self.url_text
     }
 
     pub fn name(&self) -> &str {

@@ -41,7 +41,7 @@ impl StickyCookie {
     /// The token for `target` (cached on the target).
     pub fn token<'a>(&self, target: &'a AppTarget) -> &'a str {
         target.sticky_token(|| {
-            let tag = hmac::sign(&self.key, target.url().to_string().as_bytes());
+            let tag = hmac::sign(&self.key, target.url_text().as_bytes());
             let mut token = String::with_capacity(TOKEN_LEN);
             for byte in &tag.as_ref()[..TOKEN_LEN / 2] {
                 let _ = write!(token, "{byte:02x}");

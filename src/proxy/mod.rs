@@ -470,14 +470,13 @@ impl ProxyHttp for AppProxy {
             .or_else(|| client_ip(session, ctx).map(|ip| ip.to_string()))
             .unwrap_or_else(|| "-".to_string());
         let description = e.map(|e| describe(e, ctx.last_failure));
-        let url = ctx.target.as_ref().map(|target| target.url().to_string());
         let record = AccessRecord {
             error: description.as_deref(),
             method: request.method.as_str(),
             path: request.uri.path(),
             host,
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
-            backend: url.as_deref(),
+            backend: ctx.target.as_ref().map(|target| target.url_text()),
             app: ctx.target.as_ref().map(|target| target.name()),
             connect_ms: ctx.connect_ms,
             service_ms: ctx.started.elapsed().as_millis(),

@@ -324,7 +324,7 @@ fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> Bac
     };
     BackendView {
         name: target.name().to_string(),
-        url: target.url().to_string(),
+        url: target.url_text().to_string(),
         healthy: state == "healthy",
         state,
         weight,
