@@ -4,7 +4,8 @@
 //! stall (accept the request and never answer), or stop listening altogether
 //! so connections are refused, and listen again on the same port later.
 //! It answers every path the same way, health-check paths included; tests tell
-//! their own requests apart by path prefix.
+//! their own requests apart by path prefix. Every answer echoes the request's
+//! path and query in `x-test-path`, so a client can match answers to requests.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -27,6 +28,10 @@ use super::heroku_api::{AppFixture, FakeHerokuApi, PipelineId};
 
 /// Response header naming the backend that answered, so clients can count too.
 pub const BACKEND_HEADER: &str = "x-test-backend";
+
+/// Response header echoing the request's path and query, so a client that
+/// sent several requests on one connection can tell which answer is which.
+pub const PATH_HEADER: &str = "x-test-path";
 
 /// How long a stalled backend holds a request before giving up on it; far
 /// longer than any test, so to the balancer it never answers.
@@ -268,6 +273,7 @@ async fn answer(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
+    let path_value = HeaderValue::from_str(&path).ok();
     shared.requests.lock().unwrap().push(SeenRequest {
         method: req.method().to_string(),
         path,
@@ -291,6 +297,9 @@ async fn answer(
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     if let Ok(name) = HeaderValue::from_str(&shared.name) {
         response.headers_mut().insert(BACKEND_HEADER, name);
+    }
+    if let Some(path) = path_value {
+        response.headers_mut().insert(PATH_HEADER, path);
     }
     Ok(response)
 }
