@@ -223,14 +223,19 @@ pub struct AppTarget {
     admitted: AtomicBool,
     /// Set by passive ejection, cleared after `rise` passing checks.
     ejected: AtomicBool,
-    /// 5xx answers in a row on live traffic.
+    /// Failures in a row on live traffic: 5xx answers and read timeouts.
     consecutive_5xx: AtomicU32,
+    /// The ejection cap kept this target in, and that was logged; cleared by
+    /// its next good answer, so each run of failures is logged once.
+    cap_logged: AtomicBool,
     /// Written by checks, read by status; never touched on the request path.
     health: Mutex<HealthRecord>,
     /// Requests at this backend now (see `selection::InFlight`).
     in_flight: AtomicUsize,
     /// This target's sticky-cookie token, computed on first use (`sticky.rs`).
     sticky_token: OnceLock<String>,
+    /// Least connections' stride-scheduler pass (`selection.rs`).
+    stride_pass: AtomicU64,
 }
 
 impl AppTarget {
@@ -252,9 +257,11 @@ impl AppTarget {
             admitted: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
             consecutive_5xx: AtomicU32::new(0),
+            cap_logged: AtomicBool::new(false),
             health: Mutex::new(HealthRecord::default()),
             in_flight: AtomicUsize::new(0),
             sticky_token: OnceLock::new(),
+            stride_pass: AtomicU64::new(0),
         }
     }
 
@@ -337,6 +344,11 @@ impl AppTarget {
         &self.in_flight
     }
 
+    /// The stride scheduler's pass, for `selection.rs` only.
+    pub(crate) fn stride_pass(&self) -> &AtomicU64 {
+        &self.stride_pass
+    }
+
     /// The sticky token, made by `make` the first time.
     pub(crate) fn sticky_token(&self, make: impl FnOnce() -> String) -> &str {
         self.sticky_token.get_or_init(make)
@@ -407,34 +419,57 @@ impl AppTarget {
     }
 
     /// Take the target out of rotation now, because of live traffic.
-    pub fn eject(&self, reason: &str) {
-        if !self.ejected.swap(true, Ordering::Relaxed) {
-            self.health
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .consecutive_successes = 0;
-            metrics()
-                .passive_ejections
-                .with_label_values(&[self.name.as_str()])
-                .inc();
-            warn!(
-                "backend app={} url={} healthy -> ejected reason=\"{reason}\"",
-                self.name, self.url
-            );
+    /// Returns whether this call ejected it. Only `ejection.rs` calls this,
+    /// after checking the ejection cap.
+    pub(crate) fn eject(&self, reason: &str) -> bool {
+        if self.ejected.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .consecutive_successes = 0;
+        self.cap_logged.store(false, Ordering::Relaxed);
+        metrics()
+            .passive_ejections
+            .with_label_values(&[self.name.as_str()])
+            .inc();
+        warn!(
+            "backend app={} url={} healthy -> ejected reason=\"{reason}\"",
+            self.name, self.url
+        );
+        true
+    }
+
+    /// Whether the ejection cap keeping this target in still has to be
+    /// logged: true once per run of failures.
+    pub(crate) fn first_capped(&self) -> bool {
+        !self.cap_logged.swap(true, Ordering::Relaxed)
+    }
+
+    /// Record a live response. Returns the failures in a row when a 5xx
+    /// brought them to `threshold` or more (0: never), i.e. when the target
+    /// should be ejected.
+    pub fn record_response(&self, status: u16, threshold: u32) -> Option<u32> {
+        if status >= 500 {
+            self.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+            self.record_failure(threshold)
+        } else {
+            if self.consecutive_5xx.load(Ordering::Relaxed) != 0 {
+                self.consecutive_5xx.store(0, Ordering::Relaxed);
+            }
+            if self.cap_logged.load(Ordering::Relaxed) {
+                self.cap_logged.store(false, Ordering::Relaxed);
+            }
+            None
         }
     }
 
-    /// Record a live response; `threshold` 5xx in a row eject the target (0: never).
-    pub fn record_response(&self, status: u16, threshold: u32) {
-        if status >= 500 {
-            self.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
-            let run = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
-            if threshold > 0 && run >= threshold {
-                self.eject(&format!("{run} responses 5xx in a row, last {status}"));
-            }
-        } else {
-            self.consecutive_5xx.store(0, Ordering::Relaxed);
-        }
+    /// Record a failure on live traffic that is not a 5xx answer (a read
+    /// timeout); it extends the same run as 5xx answers do.
+    pub fn record_failure(&self, threshold: u32) -> Option<u32> {
+        let run = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+        (threshold > 0 && run >= threshold).then_some(run)
     }
 }
 

@@ -13,10 +13,13 @@
 //! - [`discovery`]: the `ServiceDiscovery` Pingora's `LoadBalancer` runs: app sources
 //!   (static list, demo) and background name resolution.
 //! - [`health`]: `AppHealthCheck`, TCP then HTTP with each app's Host and SNI.
-//! - [`selection`]: the balancing policy (round robin, least connections) and in-flight counts.
+//! - [`ejection`]: passive ejection on failures seen on live traffic, capped by
+//!   `max_ejection_percent`.
+//! - [`selection`]: the balancing policy (round robin, least connections), panic routing
+//!   and in-flight counts.
 //! - [`sticky`]: the sticky-session cookie.
-//! - [`proxy`]: the `ProxyHttp` implementation: `/_lb/` routing, selection, retries, passive
-//!   ejection, hop headers, errors, per-request metrics.
+//! - [`proxy`]: the `ProxyHttp` implementation: `/_lb/` routing, selection, retries, what
+//!   passive ejection hears, hop headers, errors, per-request metrics.
 //! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
 //! - [`metrics`]: every Prometheus registration in one place.
 //! - [`demo`]: the embedded demo backends.
@@ -27,6 +30,7 @@ pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod ejection;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

@@ -9,6 +9,7 @@ use heroku_lb::discovery::heroku::PipelineSource;
 use heroku_lb::discovery::resolve::NameResolver;
 use heroku_lb::discovery::static_list::StaticSource;
 use heroku_lb::discovery::{AppDiscovery, AppSource};
+use heroku_lb::ejection::PassiveEjection;
 use heroku_lb::health::AppHealthCheck;
 use heroku_lb::proxy::AppProxy;
 use heroku_lb::selection::Selector;
@@ -74,12 +75,17 @@ fn main() {
         settings.status_token.clone(),
         settings.admin_prefix.clone(),
     );
+    let ejection = PassiveEjection::new(
+        Arc::clone(&lb),
+        settings.health.passive_5xx_threshold,
+        settings.health.max_ejection_percent,
+    );
     let proxy = AppProxy::new(
         Selector::new(lb, settings.policy),
         sticky,
         status,
         settings.upstream.clone(),
-        settings.health.passive_5xx_threshold,
+        ejection,
         settings.listen_port,
     );
     let mut proxy_service =

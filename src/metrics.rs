@@ -29,6 +29,7 @@ pub struct Metrics {
     pub api_rate_limit_remaining: IntGauge,
     pub api_requests: IntCounter,
     pub backends: IntGauge,
+    pub panic_routing: IntGauge,
 }
 
 /// Reasons a health check fails (`health.rs`), the `reason` label.
@@ -52,7 +53,7 @@ fn registered() -> Result<Metrics, prometheus::Error> {
     Ok(Metrics {
         requests: register_int_counter_vec!(
             "heroku_lb_requests_total",
-            "Proxied requests by backend app and response status class (error: no response).",
+            "Proxied requests by backend app and response status class (1xx: upgraded, error: no response).",
             &["backend", "class"]
         )?,
         upstream_latency: register_histogram_vec!(
@@ -98,6 +99,10 @@ fn registered() -> Result<Metrics, prometheus::Error> {
             "Requests sent to the Heroku Platform API."
         )?,
         backends: register_int_gauge!("heroku_lb_backends", "Backends known to the balancer.")?,
+        panic_routing: register_int_gauge!(
+            "heroku_lb_panic_routing",
+            "1 while no backend is fit and requests go to every backend with an address."
+        )?,
     })
 }
 

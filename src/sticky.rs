@@ -51,32 +51,46 @@ impl StickyCookie {
     }
 
     /// Our cookie's value among the request's `Cookie` headers, if it has
-    /// the shape of a token (anything else counts as absent).
+    /// the shape of a token (anything else counts as absent). Works on bytes:
+    /// browsers send non-ASCII cookie values, and one of them in the same
+    /// header must not hide ours.
     pub fn find<'a>(
         &self,
         cookie_headers: impl Iterator<Item = &'a HeaderValue>,
     ) -> Option<String> {
-        cookie_headers
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|header| header.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == self.name)
-            .map(|(_, value)| value.trim().trim_matches('"'))
-            .filter(|value| {
-                value.len() == TOKEN_LEN && value.bytes().all(|b| b.is_ascii_hexdigit())
-            })
-            .map(str::to_string)
+        let value = cookie_headers
+            .flat_map(|header| cookie_pairs(header.as_bytes()))
+            .find(|(name, _)| *name == self.name.as_bytes())
+            .map(|(_, value)| unquote(value))?;
+        (value.len() == TOKEN_LEN && value.iter().all(u8::is_ascii_hexdigit))
+            .then(|| String::from_utf8_lossy(value).into_owned())
     }
 
-    /// A `Cookie` header value without our cookie, or `None` when nothing else is left.
-    pub fn strip(&self, cookie_header: &str) -> Option<String> {
-        let rest: Vec<&str> = cookie_header
-            .split(';')
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty())
-            .filter(|pair| pair.split_once('=').map_or(*pair, |(name, _)| name).trim() != self.name)
-            .collect();
-        (!rest.is_empty()).then(|| rest.join("; "))
+    /// A `Cookie` header value without our cookie: `None` when ours is not
+    /// in it (pass the header on untouched), else the other pairs, byte for
+    /// byte and in order, joined by `; ` (empty when nothing else is left).
+    pub fn strip(&self, cookie_header: &[u8]) -> Option<Vec<u8>> {
+        let name = self.name.as_bytes();
+        // Most headers never mention us: skip the split for them.
+        if !cookie_header
+            .windows(name.len())
+            .any(|window| window == name)
+            || !cookie_pairs(cookie_header).any(|(pair_name, _)| pair_name == name)
+        {
+            return None;
+        }
+        let mut rest = Vec::with_capacity(cookie_header.len());
+        for pair in cookie_header.split(|byte| *byte == b';').map(trim) {
+            let ours = pair_name(pair) == name;
+            if pair.is_empty() || ours {
+                continue;
+            }
+            if !rest.is_empty() {
+                rest.extend_from_slice(b"; ");
+            }
+            rest.extend_from_slice(pair);
+        }
+        Some(rest)
     }
 
     /// The `Set-Cookie` value pinning a client to `token`.
@@ -90,6 +104,43 @@ impl StickyCookie {
         }
         value
     }
+}
+
+/// The `name=value` pairs of a `Cookie` header, trimmed; pairs without `=` are skipped.
+fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header.split(|byte| *byte == b';').filter_map(|pair| {
+        let equals = pair.iter().position(|byte| *byte == b'=')?;
+        Some((trim(&pair[..equals]), trim(&pair[equals + 1..])))
+    })
+}
+
+/// The name of one cookie pair (the whole pair when it has no `=`).
+fn pair_name(pair: &[u8]) -> &[u8] {
+    match pair.iter().position(|byte| *byte == b'=') {
+        Some(equals) => trim(&pair[..equals]),
+        None => pair,
+    }
+}
+
+/// `value` without the optional double quotes of RFC 6265.
+fn unquote(value: &[u8]) -> &[u8] {
+    match value {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => value,
+    }
+}
+
+/// `bytes` without leading and trailing spaces and tabs.
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|byte| !matches!(byte, b' ' | b'\t'))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|byte| !matches!(byte, b' ' | b'\t'))
+        .map_or(start, |last| last + 1);
+    &bytes[start..end]
 }
 
 /// Whether `name` is a valid cookie name (an RFC 6265 token).
@@ -144,14 +195,31 @@ mod tests {
     }
 
     #[test]
-    fn stripping_keeps_the_apps_cookies() {
+    fn stripping_keeps_the_apps_cookies_byte_for_byte() {
         let sticky = StickyCookie::new("lb".into(), b"k", None);
+        let strip = |header: &[u8]| sticky.strip(header);
         assert_eq!(
-            sticky.strip("a=1; lb=xyz; b=2").as_deref(),
-            Some("a=1; b=2")
+            strip(b"a=1; lb=xyz; b=2").as_deref(),
+            Some(&b"a=1; b=2"[..])
         );
-        assert_eq!(sticky.strip("lb=xyz"), None);
-        assert_eq!(sticky.strip("lbx=1").as_deref(), Some("lbx=1"));
+        assert_eq!(strip(b"lb=xyz").as_deref(), Some(&b""[..]));
+        // Not ours: left alone (None), whatever its bytes.
+        assert_eq!(strip(b"lbx=1; xlb=2"), None);
+        assert_eq!(strip("name=Zo\u{eb}; theme=dark".as_bytes()), None);
+        // A UTF-8 value beside ours survives exactly, in order.
+        assert_eq!(
+            strip("name=Zo\u{eb}; lbpin=garbage; lb=0a; theme=dark".as_bytes()).as_deref(),
+            Some("name=Zo\u{eb}; lbpin=garbage; theme=dark".as_bytes())
+        );
+    }
+
+    #[test]
+    fn our_token_is_found_beside_non_ascii_cookies() {
+        let sticky = StickyCookie::new("lb".into(), b"k", None);
+        let token = "0123456789abcdef0123456789abcdef";
+        let raw = format!("name=Zo\u{eb}; lb=\"{token}\"; theme=dark");
+        let headers = [HeaderValue::from_bytes(raw.as_bytes()).expect("obs-text is allowed")];
+        assert_eq!(sticky.find(headers.iter()).as_deref(), Some(token));
     }
 
     #[test]

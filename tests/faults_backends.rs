@@ -377,10 +377,67 @@ async fn a_malformed_status_line_answers_502_and_the_balancer_keeps_serving() {
     bad_answers_get_502_and_the_rest_is_served(Misbehaviour::MalformedStatusLine).await;
 }
 
-/// A backend answering with a 100 KB response header gets its request a 502; other requests are served.
+/// A backend answering with a 100 KB response header: that is our refusal,
+/// not the app's failure. Each request that met it gets a 502 and is not
+/// retried elsewhere (the app answered it), the backend is not ejected, and
+/// other requests are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_response_header_answers_502_and_the_balancer_keeps_serving() {
-    bad_answers_get_502_and_the_rest_is_served(Misbehaviour::HugeHeader(100 * 1024)).await;
+async fn an_oversized_response_header_answers_502_without_retry_or_ejection() {
+    let raw = RawBackend::start(Misbehaviour::HugeHeader(100 * 1024)).await;
+    let normal = TestBackend::start("normal").await;
+    let urls = vec![raw.url(), normal.url()];
+    let lb = balancer(&urls, "30").start().await;
+    let client = common::http_client();
+    wait_healthy(&client, &lb, 2).await;
+
+    let mut outcomes = Vec::new();
+    for i in 0..8 {
+        let url = lb.url_for(&format!("/huge/{i}"));
+        let reply = common::send(client.get(&url)).await;
+        outcomes.push(match reply {
+            Ok(reply) if reply.status == 502 => "502".to_string(),
+            Ok(reply) if reply.status == 200 && reply.body == "normal" => "normal".to_string(),
+            other => format!("GET {url}: {}", brief(&other)),
+        });
+    }
+    let refused = outcomes.iter().filter(|o| *o == "502").count();
+    let served = outcomes.iter().filter(|o| *o == "normal").count();
+    assert_eq!(
+        refused + served,
+        8,
+        "{outcomes:#?}\noutput:\n{}",
+        lb.output()
+    );
+    // Round robin over two: half met the oversized head; none was re-sent.
+    assert_eq!(
+        refused,
+        raw.requests(),
+        "one 502 per oversized answer: {outcomes:#?}\noutput:\n{}",
+        lb.output()
+    );
+    assert!(refused >= 3, "only {refused} requests met the raw backend");
+    assert_eq!(
+        normal.count_to("/huge/"),
+        served,
+        "a refused answer was retried"
+    );
+    let snapshot = status(&client, &lb).await;
+    let raw_entry = snapshot["backends"]
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["url"] == raw.url().as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        raw_entry["state"],
+        "healthy",
+        "our own refusal ejected the app: {raw_entry}\noutput:\n{}",
+        lb.output()
+    );
+    assert!(
+        !lb.output().contains("ejected"),
+        "an ejection was logged:\n{}",
+        lb.output()
+    );
 }
 
 /// A backend announcing 1,000 bytes and resetting after 100: that client sees

@@ -478,7 +478,7 @@ async fn a_client_that_gives_up_is_not_resent_elsewhere_and_does_not_eject_its_b
     );
 }
 
-/// Apps with 3 and 1 web dynos and the same speed share traffic about 3:1 under least connections.
+/// Apps with 3 and 1 web dynos and the same speed share traffic about 3:1 under least connections, one request at a time as under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_divides_in_flight_requests_by_dyno_weight() {
     let api = FakeHerokuApi::start(KEY);
@@ -523,6 +523,21 @@ async fn least_connections_divides_in_flight_requests_by_dyno_weight() {
         "never both apps healthy with weights 3 and 1; status: {}\nbalancer output:\n{}",
         status(&client, &lb).await,
         lb.output()
+    );
+
+    // One request at a time: every backend has 0 in flight at each pick,
+    // and the weights alone must divide them.
+    for i in 0..40 {
+        let reply = common::get(&client, &lb.url_for(&format!("/sequential/{i}"))).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let (h, l) = (
+        heavy.count_to("/sequential/"),
+        light.count_to("/sequential/"),
+    );
+    assert!(
+        (28..=32).contains(&h) && h + l == 40,
+        "40 sequential requests over weights 3:1 split {h}:{l}, expected about 30:10"
     );
 
     let clients = 8;

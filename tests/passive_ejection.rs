@@ -118,7 +118,7 @@ async fn three_503s_in_a_row_eject_a_backend_before_the_next_active_check() {
     assert_one_line(
         &lb.output(),
         &format!(
-            "url={} healthy -> ejected reason=\"3 responses 5xx in a row",
+            "url={} healthy -> ejected reason=\"3 failures in a row, last a 503 answer",
             sick.url()
         ),
     );

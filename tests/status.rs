@@ -289,7 +289,7 @@ async fn the_status_token_hides_the_detail_from_callers_without_it() {
         let summary = json(&reply);
         assert_eq!(
             keys(&summary),
-            BTreeSet::from(["status", "backends_total", "backends_healthy"]),
+            BTreeSet::from(["status", "backends_total", "backends_healthy", "panic"]),
             "{headers:?}: {summary:#}"
         );
         assert_eq!(summary["status"], "ok");

@@ -382,7 +382,7 @@ async fn the_sticky_cookie_never_reaches_the_app_and_the_apps_cookies_pass_untou
     let reply = get_with_cookie(&client, &lb, "/only-ours", Some(&ours)).await;
     assert_eq!(set_cookies(&reply), [APP_SET_COOKIE]);
 
-    let cases: [(&str, &[&str], &[&str]); 5] = [
+    let cases: [(&str, &[&str], &[&str]); 8] = [
         ("only ours", &[&ours], &[]),
         (
             "ours between two",
@@ -396,12 +396,30 @@ async fn the_sticky_cookie_never_reaches_the_app_and_the_apps_cookies_pass_untou
             &["lb_sticky_x=1; xlb_sticky=2"],
         ),
         ("two Cookie lines", &["a=1", &ours], &["a=1"]),
+        // Browsers send UTF-8 cookie values; one must not cost the others.
+        (
+            "a UTF-8 value beside garbage in ours",
+            &[&format!("name=Zo\u{eb}; {COOKIE}=garbage; theme=dark")],
+            &["name=Zo\u{eb}; theme=dark"],
+        ),
+        (
+            "a UTF-8 value beside a valid token of ours",
+            &[&format!("name=Zo\u{eb}; {ours}; theme=dark")],
+            &["name=Zo\u{eb}; theme=dark"],
+        ),
+        (
+            "not ours: byte for byte, spacing included",
+            &["name=Zo\u{eb};theme=dark ;  x=\"q\""],
+            &["name=Zo\u{eb};theme=dark ;  x=\"q\""],
+        ),
     ];
     for (i, (what, sent, expected)) in cases.iter().enumerate() {
         let path = format!("/case/{i}");
         let mut request = client.get(lb.url_for(&path));
         for value in *sent {
-            request = request.header("cookie", *value);
+            let value = reqwest::header::HeaderValue::from_bytes(value.as_bytes())
+                .unwrap_or_else(|e| panic!("{what}: {value:?} is no header value: {e}"));
+            request = request.header("cookie", value);
         }
         let reply = common::send(request)
             .await

@@ -102,6 +102,16 @@ pub(super) fn build_settings(
             None => vec![(200, 399)],
         },
         passive_5xx_threshold: file.passive_5xx_threshold.unwrap_or(5),
+        // Environment over file over default (50).
+        max_ejection_percent: match env.var(env::LB_MAX_EJECTION_PERCENT) {
+            Some(raw) => parse_percent(&raw)
+                .map_err(|r| ConfigError::new(env::LB_MAX_EJECTION_PERCENT, r))?,
+            None => match file.max_ejection_percent {
+                Some(value) => parse_percent(&value.to_string())
+                    .map_err(|r| ConfigError::new(key("max_ejection_percent"), r))?,
+                None => 50,
+            },
+        },
     };
     let admin_prefix = match &file.admin_path_prefix {
         Some(prefix) => {

@@ -45,6 +45,8 @@ pub const LB_STICKY_COOKIE: &str = "LB_STICKY_COOKIE";
 pub const LB_STICKY_TTL: &str = "LB_STICKY_TTL";
 /// Key of the sticky tokens (secret: never logged or echoed).
 pub const LB_STICKY_SECRET: &str = "LB_STICKY_SECRET";
+/// Most backends passive ejection may take out at once, in percent of all.
+pub const LB_MAX_EJECTION_PERCENT: &str = "LB_MAX_EJECTION_PERCENT";
 /// Log level, read by env_logger in `main.rs`.
 pub const RUST_LOG: &str = "RUST_LOG";
 
@@ -68,6 +70,7 @@ pub const ALL: &[&str] = &[
     LB_STICKY_COOKIE,
     LB_STICKY_TTL,
     LB_STICKY_SECRET,
+    LB_MAX_EJECTION_PERCENT,
     RUST_LOG,
 ];
 

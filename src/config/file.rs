@@ -30,6 +30,7 @@ pub struct FileSettings {
     /// Passing statuses: classes like `"2xx"` or single codes like `204`.
     pub health_check_statuses: Option<Vec<serde_yaml::Value>>,
     pub passive_5xx_threshold: Option<u32>,
+    pub max_ejection_percent: Option<u32>,
     pub admin_path_prefix: Option<String>,
     pub policy: Option<String>,
     pub sticky_cookie: Option<String>,

@@ -137,6 +137,9 @@ pub struct HealthSettings {
     pub statuses: Vec<(u16, u16)>,
     /// 5xx answers in a row on live traffic that eject a backend (0: off).
     pub passive_5xx_threshold: u32,
+    /// Most backends passive ejection may hold out at once, in percent of
+    /// all of them (Envoy's `max_ejection_percent`); 0 turns ejection off.
+    pub max_ejection_percent: u32,
 }
 
 impl HealthSettings {

@@ -297,3 +297,32 @@ fn the_api_key_never_appears_in_an_error() {
         }
     }
 }
+
+#[test]
+fn the_ejection_cap_is_a_percentage_from_the_environment_or_the_file() {
+    assert_eq!(
+        load_with(BASE, &[])
+            .expect("defaults")
+            .health
+            .max_ejection_percent,
+        50
+    );
+    let yaml = format!("{BASE}heroku_lb:\n  max_ejection_percent: 30\n");
+    assert_eq!(
+        load_with(&yaml, &[])
+            .expect("file")
+            .health
+            .max_ejection_percent,
+        30
+    );
+    let from_env = load_with(&yaml, &[("LB_MAX_EJECTION_PERCENT", "0")]).expect("env");
+    assert_eq!(from_env.health.max_ejection_percent, 0);
+    let error = load_with(BASE, &[("LB_MAX_EJECTION_PERCENT", "150")]).expect_err("over 100");
+    assert_eq!(error.culprit, "LB_MAX_EJECTION_PERCENT");
+    let yaml = format!("{BASE}heroku_lb:\n  max_ejection_percent: 101\n");
+    let error = load_with(&yaml, &[]).expect_err("over 100 in the file");
+    assert!(
+        error.culprit.starts_with("heroku_lb.max_ejection_percent"),
+        "{error}"
+    );
+}

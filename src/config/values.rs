@@ -99,6 +99,16 @@ pub(super) fn check_path(path: &str) -> Result<String, String> {
     Ok(path.to_string())
 }
 
+/// A whole percentage, 0 to 100.
+pub(super) fn parse_percent(raw: &str) -> Result<u32, String> {
+    match raw.trim().trim_end_matches('%').parse::<u32>() {
+        Ok(value) if value <= 100 => Ok(value),
+        _ => Err(format!(
+            "'{raw}' is not a percentage (a whole number from 0 to 100)"
+        )),
+    }
+}
+
 pub(super) fn at_least_one(value: Option<u32>, default: u32) -> Result<u32, String> {
     match value {
         Some(0) => Err("must be at least 1".to_string()),

@@ -6,11 +6,16 @@
 //! them), plus the hop headers Heroku's router itself adds.
 //!
 //! Paths under the admin prefix (`/_lb/`) are answered by `status/` and never
-//! forwarded. Selection skips backends that are unhealthy, not yet admitted,
-//! ejected, unresolved, or already tried by this request; a connect failure
-//! ejects that backend at once (passive ejection, as does a run of 5xx) and is
-//! retried on another one, a bounded number of times. With nothing to select,
-//! the client gets a quick 503. Pingora sets no upstream timeouts by default;
+//! forwarded. Selection (`selection.rs`) skips backends that are unhealthy,
+//! not yet admitted, ejected, unresolved, or already tried by this request,
+//! and falls back to panic routing when none is fit. Failures the upstream
+//! caused (a refused or dropped connection, a timeout, 5xx) are reported to
+//! passive ejection (`ejection.rs`); our own refusals and clients that leave
+//! never are. A failure before the app answered is retried on another backend
+//! a bounded number of times; a request the app answered (a 101 included) is
+//! never retried. Pipelined requests (RFC 9112 §9.3.2) are answered one after
+//! another, in order, on the same connection. With nothing to select, the
+//! client gets a quick 503. Pingora sets no upstream timeouts by default;
 //! ours follow Heroku's router (connect 5 s, 30 s per read, 55 s keep-alive idle).
 
 mod access_log;
@@ -22,6 +27,7 @@ pub use access_log::TARGET as ACCESS_LOG_TARGET;
 
 use crate::backend::AppTarget;
 use crate::config::UpstreamSettings;
+use crate::ejection::PassiveEjection;
 use crate::selection::{InFlight, Selector};
 use crate::status::StatusPage;
 use crate::sticky::StickyCookie;
@@ -45,8 +51,7 @@ pub struct AppProxy {
     sticky: Option<StickyCookie>,
     status: StatusPage,
     upstream: UpstreamSettings,
-    /// 5xx answers in a row that eject a backend (0: off).
-    passive_5xx_threshold: u32,
+    ejection: PassiveEjection,
     /// Our own listening port, for `X-Forwarded-Port` when the client sent none.
     listen_port: String,
     request_ids: RequestIds,
@@ -70,8 +75,12 @@ pub struct RequestCtx {
     request_id: Option<String>,
     /// When the current try's backend was chosen.
     try_started: Option<Instant>,
-    /// The status the backend answered, if it answered.
+    /// The status the backend answered, if it answered (101 included: an
+    /// upgraded request has its answer).
     upstream_status: Option<u16>,
+    /// We refused the backend's answer (a head over our limits): the client
+    /// gets 502, the backend is not blamed, the request is not retried.
+    refused_answer: bool,
     /// The last try failed to connect (and was logged in `fail_to_connect`).
     connect_failed: bool,
     /// What the last failed try ran into, for the access line.
@@ -92,7 +101,7 @@ impl AppProxy {
         sticky: Option<StickyCookie>,
         status: StatusPage,
         upstream: UpstreamSettings,
-        passive_5xx_threshold: u32,
+        ejection: PassiveEjection,
         listen_port: u16,
     ) -> Self {
         AppProxy {
@@ -100,7 +109,7 @@ impl AppProxy {
             sticky,
             status,
             upstream,
-            passive_5xx_threshold,
+            ejection,
             listen_port: listen_port.to_string(),
             request_ids: RequestIds::default(),
         }
@@ -134,6 +143,7 @@ impl ProxyHttp for AppProxy {
             request_id: None,
             try_started: None,
             upstream_status: None,
+            refused_answer: false,
             connect_failed: false,
             last_failure: None,
             client_ip: None,
@@ -141,6 +151,12 @@ impl ProxyHttp for AppProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Answer requests a client pipelined, in order, instead of closing
+        // the connection on them (Pingora's default). The setting carries
+        // over to the next request on the connection.
+        if !session.as_ref().pipelining_enabled() {
+            session.as_mut().set_pipelining_enabled(true);
+        }
         // Fixed once per request, so retries and the access line share it.
         let incoming = session
             .req_header()
@@ -211,6 +227,7 @@ impl ProxyHttp for AppProxy {
         ctx.try_started = Some(Instant::now());
         ctx.connect_failed = false;
         ctx.upstream_status = None;
+        ctx.refused_answer = false;
         Ok(Box::new(peer))
     }
 
@@ -225,18 +242,7 @@ impl ProxyHttp for AppProxy {
         };
         upstream_request.insert_header("Host", target.host_header())?;
         if let Some(sticky) = &self.sticky {
-            // Our cookie is for us; the app's own cookies pass untouched.
-            let cookies: Vec<String> = upstream_request
-                .headers
-                .get_all("cookie")
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .filter_map(|value| sticky.strip(value))
-                .collect();
-            upstream_request.remove_header("cookie");
-            for cookie in cookies {
-                upstream_request.append_header("Cookie", cookie)?;
-            }
+            strip_sticky_cookie(sticky, upstream_request)?;
         }
 
         let client_ip = client_ip(session, ctx);
@@ -267,16 +273,18 @@ impl ProxyHttp for AppProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // 1xx answers precede the real one.
-        if upstream_response.status.is_informational() {
+        // 1xx answers precede the real one, except 101: the upgraded
+        // connection is the answer.
+        let status = upstream_response.status.as_u16();
+        if upstream_response.status.is_informational() && status != 101 {
             return Ok(());
         }
         if let Some(why) = request_limits::response_refusal(upstream_response) {
+            ctx.refused_answer = true;
             let mut e = Error::explain(ErrorType::InvalidHTTPHeader, why);
             e.esource = ErrorSource::Upstream;
             return Err(e);
         }
-        let status = upstream_response.status.as_u16();
         ctx.upstream_status = Some(status);
         if let Some(target) = &ctx.target {
             if let Some(started) = ctx.try_started {
@@ -285,7 +293,7 @@ impl ProxyHttp for AppProxy {
                     .latency
                     .observe(started.elapsed().as_secs_f64());
             }
-            target.record_response(status, self.passive_5xx_threshold);
+            self.ejection.answered(target, status);
         }
         Ok(())
     }
@@ -326,7 +334,8 @@ impl ProxyHttp for AppProxy {
                 .counters
                 .connect_failures
                 .fetch_add(1, Ordering::Relaxed);
-            target.eject(&format!("connect failed: {}", e.etype().as_str()));
+            self.ejection
+                .connection_failed(target, &format!("connect failed: {}", e.etype().as_str()));
             warn!(
                 "connect failed app={} url={} addr={} error=\"{}\" retry={retry}",
                 target.name(),
@@ -347,7 +356,10 @@ impl ProxyHttp for AppProxy {
     /// when its backend failed before answering anything (a crashed or
     /// restarting app closes or resets the connection), so a flapping app
     /// costs clients nothing. A timeout is not retried: the app may still be
-    /// working on it, and a second try would double the wait.
+    /// working on it, and a second try would double the wait. A request the
+    /// app answered is never retried, whatever Pingora would decide: after a
+    /// 101 the retry buffer holds the client's first WebSocket frames, and
+    /// after any answer a second one cannot be sent.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -362,9 +374,9 @@ impl ProxyHttp for AppProxy {
             e.set_retry(false);
             return e;
         }
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
-        if !replayable {
+        // Answered (or its answer refused by us): the app is not to blame
+        // for our refusal, and nothing may be sent twice.
+        if ctx.upstream_status.is_some() || ctx.refused_answer {
             e.set_retry(false);
             return e;
         }
@@ -372,13 +384,26 @@ impl ProxyHttp for AppProxy {
             e.etype(),
             ErrorType::ReadTimedout | ErrorType::WriteTimedout
         );
-        let before_answer = ctx.upstream_status.is_none() && !timed_out;
-        if before_answer && ctx.tried.len() <= self.upstream.connect_retries {
-            if let (false, Some(target)) = (client_reused, &ctx.target) {
+        // Only failures the upstream caused count against it (not, say,
+        // Pingora's own refusal of an answer it cannot pass on).
+        let upstream_fault = e.esource() == &ErrorSource::Upstream;
+        if let (true, Some(target)) = (upstream_fault, &ctx.target) {
+            if timed_out {
+                self.ejection.timed_out(target);
+            } else if !client_reused {
                 // A fresh connection dropped: the app itself is in trouble.
                 // (A stale pooled connection says nothing about the app.)
-                target.eject(&format!("failed before answering: {}", e.etype().as_str()));
+                self.ejection.connection_failed(
+                    target,
+                    &format!("failed before answering: {}", e.etype().as_str()),
+                );
             }
+        }
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !replayable || timed_out {
+            e.set_retry(false);
+        } else if ctx.tried.len() <= self.upstream.connect_retries {
             e.set_retry(true);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -504,6 +529,39 @@ impl ProxyHttp for AppProxy {
             can_reuse_downstream: false,
         }
     }
+}
+
+/// Remove our sticky cookie from the request's `Cookie` headers, on bytes:
+/// headers without it are left exactly as they came, and the app's cookies
+/// in a header with it keep their bytes and order.
+fn strip_sticky_cookie(sticky: &StickyCookie, request: &mut RequestHeader) -> Result<()> {
+    let cookies = request.headers.get_all("cookie");
+    let mut rewritten = None;
+    for (index, value) in cookies.iter().enumerate() {
+        if let Some(rest) = sticky.strip(value.as_bytes()) {
+            rewritten.get_or_insert_with(Vec::new).push((index, rest));
+        }
+    }
+    let Some(rewritten) = rewritten else {
+        return Ok(());
+    };
+    let mut kept = Vec::new();
+    for (index, value) in cookies.iter().enumerate() {
+        match rewritten.iter().find(|(at, _)| *at == index) {
+            None => kept.push(value.clone()),
+            Some((_, rest)) if rest.is_empty() => {}
+            // Bytes of a valid value joined by "; ": valid too; keep the
+            // original rather than lose the app's cookies if not.
+            Some((_, rest)) => {
+                kept.push(http::HeaderValue::from_bytes(rest).unwrap_or_else(|_| value.clone()))
+            }
+        }
+    }
+    request.remove_header("cookie");
+    for value in kept {
+        request.append_header("Cookie", value)?;
+    }
+    Ok(())
 }
 
 /// A request header's value as text, if it is present and visible ASCII.

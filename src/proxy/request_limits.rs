@@ -1,21 +1,25 @@
 //! Requests heroku-lb refuses before choosing a backend, with Heroku's router
-//! limits: a request line or header line over 8 KiB, more than 1,000 headers,
-//! or a body framed two ways at once (`Content-Length` and
-//! `Transfer-Encoding`), which is how request smuggling starts. Also the
-//! responses it refuses to pass on (a header line over 8 KiB, or over 64 KiB
-//! of headers: Pingora alone accepts up to 1 MiB), and the `Upgrade` header
-//! of a request that did not ask to upgrade.
-//! Pingora's own parser refuses larger heads (64 KiB) with a plain 400, and
-//! when a body is framed both ways it drops `Content-Length` and closes the
-//! connection after the answer (RFC 9112 §6.3), which is safe but hides the
-//! conflict from filters: we look at the raw head to refuse it outright.
+//! limits: a request line or header line over 8 KiB (414, 431), a request
+//! head over 64 KiB in all (431), or a body framed two ways at once
+//! (`Content-Length` and `Transfer-Encoding`, 400), which is how request
+//! smuggling starts. Also the responses it refuses to pass on (a header line
+//! over 8 KiB, or over 64 KiB of headers), and the `Upgrade` header of a
+//! request that did not ask to upgrade.
+//!
+//! Pingora's own parser reads heads of up to 1 MiB and at most 256 header
+//! lines (more: a plain 400 before any filter runs), so Heroku's 1,000-header
+//! limit can never be reached here and is not checked. When a body is framed
+//! both ways Pingora drops `Content-Length` and closes the connection after
+//! the answer (RFC 9112 §6.3), which is safe but hides the conflict from
+//! filters: we look at the raw head to refuse it outright.
 
 use pingora::http::RequestHeader;
 
 /// Heroku's router: request line and each header line at most 8 KiB.
 pub const MAX_LINE: usize = 8 * 1024;
-/// Heroku's router: at most 1,000 headers.
-pub const MAX_HEADERS: usize = 1000;
+/// Largest request head passed on, request line and headers together (the
+/// same bound as responses; nginx and HAProxy allow less by default).
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// The status to refuse `request` with, or `None` to let it through. `raw`
 /// gives the request head as received (only read when the parsed head has
@@ -29,15 +33,17 @@ pub fn refusal(
     if line > MAX_LINE {
         return Some((414, "request line longer than 8 KiB"));
     }
-    if request.headers.len() > MAX_HEADERS {
-        return Some((431, "more than 1000 headers"));
+    // Request line, each header line and the empty line, with their CRLFs.
+    let mut head = line + 2 + 2;
+    for (name, value) in request.headers.iter() {
+        let header_line = name.as_str().len() + 2 + value.len();
+        if header_line > MAX_LINE {
+            return Some((431, "a header line longer than 8 KiB"));
+        }
+        head += header_line + 2;
     }
-    if request
-        .headers
-        .iter()
-        .any(|(name, value)| name.as_str().len() + 2 + value.len() > MAX_LINE)
-    {
-        return Some((431, "a header line longer than 8 KiB"));
+    if head > MAX_REQUEST_HEAD {
+        return Some((431, "request head larger than 64 KiB"));
     }
     if request.headers.contains_key("transfer-encoding")
         && (request.headers.contains_key("content-length") || has_content_length(&raw()))
@@ -109,10 +115,14 @@ mod tests {
         );
         let big = [("x-big", "b".repeat(MAX_LINE))];
         assert_eq!(refusal(&request("/", &big), none).map(|r| r.0), Some(431));
-        let many: Vec<(&str, String)> = (0..=MAX_HEADERS)
-            .map(|_| ("x-h", "v".to_string()))
-            .collect();
-        assert_eq!(refusal(&request("/", &many), none).map(|r| r.0), Some(431));
+        // 200 headers of 1 KB: every line is short, the head is not.
+        let heavy: Vec<(&str, String)> = (0..200).map(|_| ("x-h", "v".repeat(1000))).collect();
+        assert_eq!(
+            refusal(&request("/", &heavy), none),
+            Some((431, "request head larger than 64 KiB"))
+        );
+        let just_under: Vec<(&str, String)> = (0..60).map(|_| ("x-h", "v".repeat(1000))).collect();
+        assert_eq!(refusal(&request("/", &just_under), none), None);
     }
 
     #[test]

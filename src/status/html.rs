@@ -25,6 +25,12 @@ pub fn render(snapshot: &StatusSnapshot, authorized: bool) -> String {
         healthy = snapshot.backends_healthy,
         total = snapshot.backends_total,
     );
+    if snapshot.panic {
+        page.push_str(
+            ". <strong>Panic routing</strong>: no backend is fit, so requests go to every backend \
+             with an address",
+        );
+    }
     if !authorized {
         page.push_str(
             ". Send the status token as a bearer token for the detail.</p></body></html>",

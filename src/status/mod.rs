@@ -45,6 +45,9 @@ pub struct StatusSnapshot {
     pub policy: &'static str,
     pub backends_total: usize,
     pub backends_healthy: usize,
+    /// Panic routing: no backend is fit, so requests go to every backend
+    /// with an address (`selection.rs`).
+    pub panic: bool,
     pub discovery: DiscoveryView,
     pub backends: Vec<BackendView>,
 }
@@ -55,6 +58,7 @@ pub struct Summary {
     pub status: &'static str,
     pub backends_total: usize,
     pub backends_healthy: usize,
+    pub panic: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +160,8 @@ impl StatusPage {
         } else {
             "ok"
         };
+        // The rule selection follows: nothing fit, something to send to.
+        let panic = healthy == 0 && backends.iter().any(|backend| backend.address.is_some());
         let discovery = self.discovery.snapshot();
         StatusSnapshot {
             status,
@@ -165,6 +171,7 @@ impl StatusPage {
             policy: self.policy.name(),
             backends_total: backends.len(),
             backends_healthy: healthy,
+            panic,
             discovery: DiscoveryView {
                 source: discovery.source,
                 rounds: discovery.rounds,
@@ -294,6 +301,7 @@ impl StatusPage {
                 .set(backend.in_flight as i64);
         }
         m.backends.set(snapshot.backends_total as i64);
+        m.panic_routing.set(i64::from(snapshot.panic));
         metrics::advance_to(&m.discovery_rounds, snapshot.discovery.rounds);
         metrics::advance_to(&m.discovery_errors, snapshot.discovery.failed_rounds);
         metrics::advance_to(
@@ -345,6 +353,7 @@ fn summary(snapshot: &StatusSnapshot) -> Summary {
         status: snapshot.status,
         backends_total: snapshot.backends_total,
         backends_healthy: snapshot.backends_healthy,
+        panic: snapshot.panic,
     }
 }
 
@@ -408,6 +417,7 @@ mod tests {
             policy: "round_robin",
             backends_total: 2,
             backends_healthy: 1,
+            panic: false,
             discovery: DiscoveryView {
                 source: "static".into(),
                 rounds: 1,

@@ -2,7 +2,9 @@
 //! Tests hand its `url()` to the balancer, then read what arrived (count, path,
 //! headers) and flip how it answers: normally (200, body = its name), 503,
 //! stall (accept the request and never answer), or stop listening altogether
-//! so connections are refused, and listen again on the same port later.
+//! so connections are refused, and listen again on the same port later. One
+//! path prefix can be given an answer of its own (a broken endpoint, a
+//! failing health check) while the rest answer as set.
 //! It answers every path the same way, health-check paths included; tests tell
 //! their own requests apart by path prefix. Every answer echoes the request's
 //! path and query in `x-test-path`, so a client can match answers to requests.
@@ -75,6 +77,8 @@ impl SeenRequest {
 struct Shared {
     name: String,
     answer: AtomicU8,
+    /// Answers for path prefixes, checked before `answer`.
+    answers_by_path: Mutex<Vec<(String, Answer)>>,
     requests: Mutex<Vec<SeenRequest>>,
     connections: AtomicUsize,
     /// Tasks serving accepted connections, aborted when the backend stops so
@@ -101,6 +105,7 @@ impl TestBackend {
         let shared = Arc::new(Shared {
             name: name.to_string(),
             answer: AtomicU8::new(Answer::Normal as u8),
+            answers_by_path: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             connection_tasks: Mutex::new(Vec::new()),
@@ -155,6 +160,14 @@ impl TestBackend {
     /// Switch how later requests are answered.
     pub fn set_answer(&self, answer: Answer) {
         self.shared.answer.store(answer as u8, Ordering::SeqCst);
+    }
+
+    /// Answer requests whose path starts with `prefix` with `answer`,
+    /// whatever `set_answer` says (replaces an earlier answer for `prefix`).
+    pub fn set_answer_for(&self, prefix: &str, answer: Answer) {
+        let mut answers = self.shared.answers_by_path.lock().unwrap();
+        answers.retain(|(p, _)| p != prefix);
+        answers.push((prefix.to_string(), answer));
     }
 
     /// Every request that arrived, in order (health checks included).
@@ -276,10 +289,17 @@ async fn answer(
     let path_value = HeaderValue::from_str(&path).ok();
     shared.requests.lock().unwrap().push(SeenRequest {
         method: req.method().to_string(),
-        path,
+        path: path.clone(),
         headers: req.headers().clone(),
     });
-    let (status, body) = match shared.answer.load(Ordering::SeqCst) {
+    let by_path = shared
+        .answers_by_path
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .map(|(_, answer)| *answer as u8);
+    let (status, body) = match by_path.unwrap_or_else(|| shared.answer.load(Ordering::SeqCst)) {
         a if a == Answer::Unavailable as u8 => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{} is unavailable\n", shared.name),
