@@ -13,6 +13,12 @@
 //! `Arc<AppTarget>` with the URL, Host, SNI and the resolved address that
 //! connections really use. Equal URL, equal backend; different URL, different
 //! backend, whatever their hostnames resolve to.
+//!
+//! Pingora's `Backend` identity also includes the weight, so an app scaled
+//! from 2 to 3 dynos would become a new backend with a fresh, healthy record.
+//! Health is therefore keyed by [`health_key`] (the target's number alone),
+//! which Pingora's `HealthRegistry` accepts as its equivalence key: health,
+//! ejection and admission all stay with the app across weight changes.
 
 use crate::config::UpstreamSettings;
 use crate::metrics::{metrics, TargetMetrics};
@@ -325,6 +331,7 @@ impl AppTarget {
     }
 
     /// The target a `Backend` made by [`AppTarget::backend`] carries.
+    /// (See also [`health_key`].)
     pub fn of(backend: &Backend) -> Option<&Arc<AppTarget>> {
         backend.ext.get::<Arc<AppTarget>>()
     }
@@ -473,6 +480,21 @@ impl AppTarget {
     }
 }
 
+/// The key Pingora's `HealthRegistry` tracks a backend's health under: the
+/// app's number, so one app's health survives a change of weight. A
+/// `Backend` without a target (never made here) falls back to its own hash.
+pub fn health_key(backend: &Backend) -> u64 {
+    match AppTarget::of(backend) {
+        Some(target) => target.id(),
+        None => {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(backend)
+                | 1 << 63
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +566,24 @@ mod tests {
         set.insert(b);
         assert_eq!(set.len(), 2);
         assert_eq!(AppTarget::of(&a).map(|t| t.name()), Some("one"));
+    }
+
+    #[test]
+    fn health_is_keyed_by_the_app_not_by_its_weight() {
+        let target = Arc::new(AppTarget::new(
+            3,
+            BackendUrl::parse("https://shop.test").expect("url"),
+            "shop".into(),
+        ));
+        let (two, three) = (target.backend(2), target.backend(3));
+        assert_ne!(two, three, "Pingora tells the weights apart");
+        assert_eq!(health_key(&two), health_key(&three));
+        let other = Arc::new(AppTarget::new(
+            4,
+            BackendUrl::parse("https://other.test").expect("url"),
+            "other".into(),
+        ));
+        assert_ne!(health_key(&two), health_key(&other.backend(2)));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Active health of each backend app: [`AppHealthCheck`], the `HealthCheck`
-//! Pingora's `LoadBalancer` runs every `HEALTH_CHECK_INTERVAL` over all
-//! backends in parallel, and that discovery runs at once on new ones.
+//! Pingora's `HealthCheckService` runs every `HEALTH_CHECK_INTERVAL` over all
+//! backends in parallel, on its own schedule (a stalled discovery round never
+//! delays it), and that discovery runs at once on new ones. Its
+//! `HealthRegistry` keys health by app (`backend::health_key`), not by
+//! Pingora's (address, weight), so scaling an app keeps its health.
 //!
 //! Input: the `Backend`s discovery publishes (each carrying its `AppTarget`).
 //! Output: Pingora's health flag (rise/fall thresholds), the target's last

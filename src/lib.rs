@@ -12,7 +12,8 @@
 //!   rides inside Pingora's `Backend`.
 //! - [`discovery`]: the `ServiceDiscovery` Pingora's `LoadBalancer` runs: app sources
 //!   (static list, demo) and background name resolution.
-//! - [`health`]: `AppHealthCheck`, TCP then HTTP with each app's Host and SNI.
+//! - [`health`]: `AppHealthCheck`, TCP then HTTP with each app's Host and SNI, run by
+//!   Pingora's `HealthCheckService` on its own schedule.
 //! - [`ejection`]: passive ejection on failures seen on live traffic, capped by
 //!   `max_ejection_percent`.
 //! - [`selection`]: the balancing policy (round robin, least connections), panic routing

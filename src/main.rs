@@ -1,6 +1,7 @@
 //! Wiring: parse Pingora's flags, load the settings, build the discovery →
 //! health → load balancer → proxy chain, hand the services to Pingora's `Server`.
 
+use heroku_lb::backend::health_key;
 use heroku_lb::config::env::ProcessEnv;
 use heroku_lb::config::{self, BackendSource, Settings};
 use heroku_lb::demo::DemoBackends;
@@ -17,7 +18,7 @@ use heroku_lb::status::StatusPage;
 use heroku_lb::sticky::StickyCookie;
 use log::{info, warn};
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::{Backends, LoadBalancer};
+use pingora::lb::{Backends, HealthCheckService, HealthRegistry, LoadBalancer};
 use pingora::prelude::{background_service, Opt, Server};
 use pingora::proxy::http_proxy_service_with_name;
 use std::sync::Arc;
@@ -48,12 +49,18 @@ fn main() {
         Some(health.clone()),
     );
     let discovery_status = discovery.status();
-    let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
+    // Health lives in a registry of its own, keyed by app rather than by
+    // Pingora's (address, weight), and checked by its own service: a stalled
+    // Platform API never delays a check, and scaling an app keeps its health.
+    let registry = Arc::new(HealthRegistry::with_equivalence(health_key));
+    registry.set_health_check(Box::new(health));
+    let mut checks = HealthCheckService::new(Arc::clone(&registry));
+    checks.health_check_frequency = Some(settings.health.interval);
+    checks.parallel_health_check = true;
+    let backends = Backends::new_with_health_registry(Box::new(discovery), registry);
+    let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
     lb.update_frequency = Some(settings.discovery_tick());
-    lb.set_health_check(Box::new(health));
-    lb.health_check_frequency = Some(settings.health.interval);
-    lb.parallel_health_check = true;
-    let lb_service = background_service("discovery and health checks", lb);
+    let lb_service = background_service("discovery", lb);
     let lb = lb_service.task();
 
     let sticky = settings.sticky.as_ref().map(|sticky| {
@@ -94,6 +101,7 @@ fn main() {
 
     // Traffic starts once the first discovery round is done.
     let lb_handle = server.add_service(lb_service);
+    server.add_service(background_service("health checks", checks));
     let proxy_handle = server.add_service(proxy_service);
     proxy_handle.add_dependency(&lb_handle);
     if let Some(demo) = demo {

@@ -148,6 +148,24 @@ impl TargetMetrics {
     }
 }
 
+/// Remove every series labelled with `backend` (an app that left), so
+/// review-app churn does not grow the exposition without bound.
+pub fn forget_backend(backend: &str) {
+    let m = metrics();
+    for class in CLASSES.iter().chain(["error"].iter()) {
+        let _ = m.requests.remove_label_values(&[backend, class]);
+    }
+    let _ = m.upstream_latency.remove_label_values(&[backend]);
+    let _ = m.passive_ejections.remove_label_values(&[backend]);
+    let _ = m.backend_healthy.remove_label_values(&[backend]);
+    let _ = m.backend_in_flight.remove_label_values(&[backend]);
+    for reason in CHECK_FAILURE_REASONS {
+        let _ = m
+            .health_check_failures
+            .remove_label_values(&[backend, reason]);
+    }
+}
+
 /// Raise `counter` to `value` (state kept elsewhere, mirrored at scrape time).
 pub fn advance_to(counter: &IntCounter, value: u64) {
     let current = counter.get();

@@ -13,6 +13,12 @@
 //! resolved again every `resolve_interval`, and in between the last set is
 //! answered from memory. A failing source never takes backends away: the last
 //! good set stays, the error is logged once per change and recorded for status.
+//!
+//! Nor does a source that answers but is wrong: a wrong pipeline id, a
+//! revoked key that still lists nothing, a stage renamed by mistake. A round
+//! that would remove every known app, or more than half of them, is held
+//! until the next round says the same (logged, and shown in status); removing
+//! fewer is applied at once. Apps that leave take their metric series along.
 
 pub mod heroku;
 pub mod resolve;
@@ -77,6 +83,18 @@ pub struct DiscoverySnapshot {
     pub last_success: Option<SystemTime>,
     pub last_error: Option<(String, SystemTime)>,
     pub apps_known: usize,
+    /// A large removal waiting for the next round to confirm it.
+    pub shrink_pending: Option<PendingShrink>,
+}
+
+/// A round's removal of many apps, held until the next round agrees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingShrink {
+    /// Names of the apps the round would remove.
+    pub removing: Vec<String>,
+    /// How many apps are known now.
+    pub known: usize,
+    pub since: SystemTime,
 }
 
 /// Shared, cheap-to-read discovery state for status. A std mutex: held for a
@@ -101,6 +119,8 @@ struct DiscoveryState {
     next_round: Option<Instant>,
     /// The last good list; `None` until a round has succeeded.
     apps: Option<Vec<AppSpec>>,
+    /// The URLs of a held large removal's list, to confirm against.
+    shrink_held: Option<BTreeSet<BackendUrl>>,
     targets: HashMap<BackendUrl, Arc<AppTarget>>,
     /// The set answered to Pingora, rebuilt only when a round brings a list.
     backends: BTreeSet<Backend>,
@@ -142,6 +162,7 @@ impl AppDiscovery {
             state: tokio::sync::Mutex::new(DiscoveryState {
                 next_round: Some(now),
                 apps: None,
+                shrink_held: None,
                 targets: HashMap::new(),
                 backends: BTreeSet::new(),
                 next_id: 1,
@@ -178,14 +199,54 @@ impl AppDiscovery {
                     now.elapsed().as_millis()
                 );
                 status.last_success = Some(SystemTime::now());
-                status.apps_known = round.apps.len();
                 drop(status);
                 if state.last_error.take().is_some() {
                     info!("discovery recovered source=\"{}\"", self.source.describe());
                 }
-                log_changes(state.apps.as_deref().unwrap_or_default(), &round.apps);
-                state.apps = Some(round.apps);
                 state.next_round = round.next_round_in.map(|delay| now + delay);
+                let known = state.apps.as_deref().unwrap_or_default();
+                let removing = large_removal(known, &round.apps);
+                let listed: BTreeSet<BackendUrl> =
+                    round.apps.iter().map(|app| app.url.clone()).collect();
+                match removing {
+                    Some(removing) if state.shrink_held.as_ref() != Some(&listed) => {
+                        warn!(
+                            "discovery holds a removal source=\"{}\" removing={} of known={} \
+                             apps=\"{}\" reason=\"more than half of the apps at once; applied \
+                             only if the next round says the same\"",
+                            self.source.describe(),
+                            removing.len(),
+                            known.len(),
+                            removing.join(",")
+                        );
+                        self.status.lock().shrink_pending = Some(PendingShrink {
+                            removing,
+                            known: known.len(),
+                            since: SystemTime::now(),
+                        });
+                        state.shrink_held = Some(listed);
+                        return false;
+                    }
+                    Some(removing) => info!(
+                        "discovery confirmed a removal source=\"{}\" removing={}",
+                        self.source.describe(),
+                        removing.len()
+                    ),
+                    None if state.shrink_held.is_some() => info!(
+                        "discovery dropped a held removal source=\"{}\": the next round \
+                         did not confirm it",
+                        self.source.describe()
+                    ),
+                    None => {}
+                }
+                state.shrink_held = None;
+                {
+                    let mut status = self.status.lock();
+                    status.shrink_pending = None;
+                    status.apps_known = round.apps.len();
+                }
+                log_changes(known, &round.apps);
+                state.apps = Some(round.apps);
                 true
             }
             Err(error) => {
@@ -217,7 +278,15 @@ impl AppDiscovery {
             return Vec::new();
         };
         let listed: HashSet<&BackendUrl> = apps.iter().map(|app| &app.url).collect();
-        state.targets.retain(|url, _| listed.contains(url));
+        let names: HashSet<&str> = apps.iter().map(|app| app.name.as_str()).collect();
+        state.targets.retain(|url, target| {
+            let stays = listed.contains(url);
+            // Review apps come and go: their series must go with them.
+            if !stays && !names.contains(target.name()) {
+                crate::metrics::forget_backend(target.name());
+            }
+            stays
+        });
         let mut fresh = Vec::new();
         let mut backends = BTreeSet::new();
         for app in &apps {
@@ -336,6 +405,18 @@ impl ServiceDiscovery for AppDiscovery {
         }
         Ok((state.backends.clone(), HashMap::new()))
     }
+}
+
+/// The names of the apps `new` would remove from `old`, when that is all of
+/// them or more than half; `None` for smaller changes, applied at once.
+fn large_removal(old: &[AppSpec], new: &[AppSpec]) -> Option<Vec<String>> {
+    let removed: Vec<String> = old
+        .iter()
+        .filter(|known| !new.iter().any(|app| app.url == known.url))
+        .map(|known| known.name.clone())
+        .collect();
+    let everything = !removed.is_empty() && removed.len() == old.len();
+    (everything || removed.len() * 2 > old.len()).then_some(removed)
 }
 
 /// One info line per app added, removed or re-weighted.
@@ -479,5 +560,49 @@ mod tests {
         let (backends, _) = discovery.discover().await.expect("no panic");
         let target = AppTarget::of(backends.iter().next().expect("one backend")).expect("target");
         assert_eq!(target.addr(), None);
+    }
+
+    #[tokio::test]
+    async fn removing_most_apps_waits_for_the_next_round_to_agree() {
+        let (discovery, source) = discovery(vec![app("https://one.test"), app("https://two.test")]);
+        let (first, _) = discovery.discover().await.expect("round");
+        assert_eq!(first.len(), 2);
+        source.apps.lock().expect("lock").clear();
+        let (held, _) = discovery.discover().await.expect("round");
+        assert_eq!(held, first, "an empty list is not applied at once");
+        let pending = discovery.status().snapshot().shrink_pending.expect("shown");
+        assert_eq!(pending.removing.len(), 2);
+        assert_eq!(pending.known, 2);
+        let (applied, _) = discovery.discover().await.expect("round");
+        assert!(applied.is_empty(), "the second round said the same");
+        assert_eq!(discovery.status().snapshot().shrink_pending, None);
+    }
+
+    #[tokio::test]
+    async fn a_held_removal_the_next_round_contradicts_is_dropped() {
+        let apps = vec![
+            app("https://one.test"),
+            app("https://two.test"),
+            app("https://a.test"),
+        ];
+        let (discovery, source) = discovery(apps.clone());
+        let (first, _) = discovery.discover().await.expect("round");
+        source.apps.lock().expect("lock").truncate(1);
+        let (held, _) = discovery.discover().await.expect("round");
+        assert_eq!(held, first);
+        *source.apps.lock().expect("lock") = apps;
+        let (kept, _) = discovery.discover().await.expect("round");
+        assert_eq!(kept, first);
+        assert_eq!(discovery.status().snapshot().shrink_pending, None);
+    }
+
+    #[tokio::test]
+    async fn removing_one_app_of_two_is_immediate() {
+        let (discovery, source) = discovery(vec![app("https://one.test"), app("https://two.test")]);
+        discovery.discover().await.expect("round");
+        source.apps.lock().expect("lock").remove(0);
+        let (second, _) = discovery.discover().await.expect("round");
+        assert_eq!(second.len(), 1);
+        assert_eq!(discovery.status().snapshot().shrink_pending, None);
     }
 }

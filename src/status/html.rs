@@ -58,6 +58,17 @@ pub fn render(snapshot: &StatusSnapshot, authorized: bool) -> String {
             escape(error)
         );
     }
+    if let Some(held) = &d.shrink_pending {
+        let _ = write!(
+            page,
+            " · <strong>holding a removal</strong> of {} of {} apps since {} (applied if the next \
+             round agrees): <code>{}</code>",
+            held.removing.len(),
+            held.known,
+            escape(&held.since),
+            escape(&held.removing.join(", "))
+        );
+    }
     if let Some(remaining) = d.api_rate_limit_remaining {
         let _ = write!(page, " · API RateLimit-Remaining {remaining}");
     }

@@ -70,9 +70,20 @@ pub struct DiscoveryView {
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
     pub apps_known: usize,
+    /// A round's removal of many apps, held until the next round confirms it.
+    pub shrink_pending: Option<ShrinkView>,
     /// Platform API figures (pipeline discovery only).
     pub api_requests: Option<u64>,
     pub api_rate_limit_remaining: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShrinkView {
+    /// Names of the apps the held round would remove.
+    pub removing: Vec<String>,
+    /// Apps known now.
+    pub known: usize,
+    pub since: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,6 +194,11 @@ impl StatusPage {
                     .map(|(_, at)| time::rfc3339(*at)),
                 last_error: discovery.last_error.map(|(message, _)| message),
                 apps_known: discovery.apps_known,
+                shrink_pending: discovery.shrink_pending.map(|held| ShrinkView {
+                    removing: held.removing,
+                    known: held.known,
+                    since: time::rfc3339(held.since),
+                }),
                 api_requests: self.api.as_ref().map(|api| api.requests()),
                 api_rate_limit_remaining: self
                     .api
@@ -426,6 +442,7 @@ mod tests {
                 last_error: None,
                 last_error_at: None,
                 apps_known: 2,
+                shrink_pending: None,
                 api_requests: None,
                 api_rate_limit_remaining: None,
             },

@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -462,6 +462,18 @@ impl FakeHerokuApi {
         self.state().page_size_cap = Some(cap);
     }
 
+    /// Hides `app` from the key while it stays coupled (`hidden`), as when
+    /// access to it was revoked: `POST /filters/apps` leaves it out and
+    /// `GET /apps/{id}` answers 404; or shows it again.
+    pub fn set_hidden(&self, app: &AppId, hidden: bool) {
+        let mut state = self.state();
+        if hidden {
+            state.hidden.insert(app.as_str().to_string());
+        } else {
+            state.hidden.remove(app.as_str());
+        }
+    }
+
     /// Removes the page size cap.
     pub fn clear_page_size_cap(&self) {
         self.state().page_size_cap = None;
@@ -615,6 +627,9 @@ struct State {
     rate_limit_remaining: u32,
     not_modified_costs_token: bool,
     page_size_cap: Option<usize>,
+    /// Apps still coupled that the key no longer sees: left out of
+    /// `POST /filters/apps`, 404 on `GET /apps/{id}`.
+    hidden: BTreeSet<String>,
     /// First match wins.
     rules: Vec<FailureRule>,
     requests: Vec<RecordedRequest>,
@@ -673,6 +688,7 @@ impl State {
             rate_limit_remaining,
             not_modified_costs_token: true,
             page_size_cap: None,
+            hidden: BTreeSet::new(),
             rules: Vec::new(),
             requests: Vec::new(),
             ids,
@@ -730,6 +746,7 @@ impl State {
         self.apps
             .get(id_or_name)
             .or_else(|| self.apps.values().find(|a| a.name == id_or_name))
+            .filter(|app| !self.hidden.contains(&app.id))
     }
 
     fn pipeline_json(&self, pipeline: &PipelineRecord) -> Value {
@@ -1297,7 +1314,7 @@ fn route(
             }
             None => Answer::not_found("app"),
         },
-        ["filters", "apps"] if is_filter => filter_apps(state, &request.body),
+        ["filters", "apps"] if is_filter => filter_apps(state, request, looping),
         ["account", "rate-limits"] if get => Answer::json(
             StatusCode::OK,
             &json!({"remaining": state.rate_limit_remaining}),
@@ -1345,8 +1362,9 @@ fn bearer_matches(authorization: &str, api_key: &str) -> bool {
     }
 }
 
-fn filter_apps(state: &State, body: &str) -> Answer {
-    let Ok(value) = serde_json::from_str::<Value>(body) else {
+/// `POST /filters/apps`: the apps among the ids asked for, paged like every list.
+fn filter_apps(state: &State, request: &RecordedRequest, looping: bool) -> Answer {
+    let Ok(value) = serde_json::from_str::<Value>(&request.body) else {
         return Answer::error(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -1364,13 +1382,13 @@ fn filter_apps(state: &State, body: &str) -> Answer {
             "Expected a body of the form {\"in\": {\"id\": [...]}}.",
         );
     };
-    let apps: Vec<Value> = state
+    let apps: Vec<(String, Value)> = state
         .apps
         .values()
-        .filter(|app| ids.contains(&app.id.as_str()))
-        .map(|app| state.app_json(app))
+        .filter(|app| ids.contains(&app.id.as_str()) && !state.hidden.contains(&app.id))
+        .map(|app| (app.id.clone(), state.app_json(app)))
         .collect();
-    Answer::json(StatusCode::OK, &Value::Array(apps))
+    list(state, request, apps, looping)
 }
 
 /// Adds `ETag` (a hash of the body and paging headers); answers 304 when `If-None-Match` names

@@ -201,17 +201,62 @@ impl PlatformApi {
             "/pipelines/{}/pipeline-couplings",
             path_segment(pipeline_id)
         );
-        let what = self.what("GET", &path);
+        self.list(Method::GET, &path, ACCEPT_V3, None, etag).await
+    }
+
+    /// Many apps in one request (`POST /filters/apps`, as the Heroku CLI
+    /// does), all pages: like every list, its answer may be cut at a page.
+    pub async fn apps_by_ids(&self, ids: &[String]) -> Result<Vec<App>, ApiError> {
+        let body = serde_json::json!({ "in": { "id": ids } });
+        match self
+            .list(
+                Method::POST,
+                "/filters/apps",
+                ACCEPT_FILTERS,
+                Some(&body),
+                None,
+            )
+            .await?
+        {
+            Conditional::Fresh { value, .. } => Ok(value),
+            // Only sent with an ETag; none was.
+            Conditional::NotModified => Ok(Vec::new()),
+        }
+    }
+
+    /// Every item of a list, following `206` + `Next-Range` page by page, as
+    /// Heroku answers every list (a cut list answers 206, its last page 200).
+    /// With `etag`, the first page is asked conditionally.
+    async fn list<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &'static str,
+        body: Option<&serde_json::Value>,
+        etag: Option<&str>,
+    ) -> Result<Conditional<Vec<T>>, ApiError> {
+        let verb = method.as_str().to_string();
+        let what = self.what(&verb, path);
         let mut range = FIRST_RANGE.to_string();
         let mut seen_ranges = Vec::new();
         let mut all = Vec::new();
         for page in 0..MAX_PAGES {
-            let condition = if page == 0 { etag } else { None };
-            let (status, headers, body) = self.get(&path, Some(&range), condition).await?;
+            let mut request = self
+                .request(method.clone(), path, accept)
+                .header("Range", range.as_str());
+            if let (0, Some(etag)) = (page, etag) {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let (status, headers, body) = self.send(&verb, path, request).await?;
             match status {
-                StatusCode::NOT_MODIFIED if page == 0 => return Ok(Conditional::NotModified),
+                StatusCode::NOT_MODIFIED if page == 0 && etag.is_some() => {
+                    return Ok(Conditional::NotModified)
+                }
                 StatusCode::OK => {
-                    all.extend(parse::<Vec<Coupling>>(&what, &body)?);
+                    all.extend(parse::<Vec<T>>(&what, &body)?);
                     // Only a whole list in one page can be revalidated with its ETag.
                     let etag = (page == 0)
                         .then(|| header_str(&headers, ETAG.as_str()))
@@ -219,7 +264,7 @@ impl PlatformApi {
                     return Ok(Conditional::Fresh { value: all, etag });
                 }
                 StatusCode::PARTIAL_CONTENT => {
-                    all.extend(parse::<Vec<Coupling>>(&what, &body)?);
+                    all.extend(parse::<Vec<T>>(&what, &body)?);
                     let next =
                         header_str(&headers, "next-range").ok_or_else(|| ApiError::Body {
                             what: what.clone(),
@@ -236,24 +281,13 @@ impl PlatformApi {
                     seen_ranges.push(next.clone());
                     range = next;
                 }
-                status => return Err(self.status_error("GET", &path, status, &body)),
+                status => return Err(self.status_error(&verb, path, status, &body)),
             }
         }
         Err(ApiError::Body {
             what,
             reason: format!("more than {MAX_PAGES} pages"),
         })
-    }
-
-    /// Many apps in one request (`POST /filters/apps`, as the Heroku CLI does).
-    pub async fn apps_by_ids(&self, ids: &[String]) -> Result<Vec<App>, ApiError> {
-        let path = "/filters/apps";
-        let body = serde_json::json!({ "in": { "id": ids } });
-        let request = self.request(Method::POST, path, ACCEPT_FILTERS).json(&body);
-        match self.send("POST", path, request).await? {
-            (StatusCode::OK, _, body) => parse(&self.what("POST", path), &body),
-            (status, _, body) => Err(self.status_error("POST", path, status, &body)),
-        }
     }
 
     pub async fn app(&self, id: &str) -> Result<App, ApiError> {

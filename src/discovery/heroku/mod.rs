@@ -13,6 +13,10 @@
 //! extra request per round: one `POST /filters/apps` for every app's
 //! `web_url`/maintenance, or one app's web formation. Below the
 //! `RateLimit-Remaining` reserve rounds slow down; on 429 they back off.
+//!
+//! One app must never hold up the others: a coupled app the API does not
+//! return, or refuses to show (403, 404), is logged once by id, left out,
+//! and looked up again only with the next full refresh of app details.
 
 pub mod api;
 
@@ -52,6 +56,9 @@ struct PipelineState {
     couplings: Vec<Coupling>,
     couplings_etag: Option<String>,
     apps: HashMap<String, KnownApp>,
+    /// Coupled apps the API did not return or refused to show, by id, with
+    /// why; left out until the next full refresh looks them up again.
+    unavailable: HashMap<String, String>,
     apps_checked: Instant,
     /// `POST /filters/apps` is marked "development" in Heroku's schema; if it
     /// is refused we fall back to one `GET /apps/{id}` per app.
@@ -79,6 +86,7 @@ impl PipelineSource {
                 couplings: Vec::new(),
                 couplings_etag: None,
                 apps: HashMap::new(),
+                unavailable: HashMap::new(),
                 apps_checked: now,
                 filters_supported: true,
                 failures: 0,
@@ -130,17 +138,31 @@ impl PipelineSource {
             .map(|coupling| coupling.app.id.clone())
             .collect();
         state.apps.retain(|id, _| ids.contains(id));
+        state.unavailable.retain(|id, _| ids.contains(id));
 
         // New apps are looked up at once, whatever it costs.
         let new: Vec<String> = ids
             .iter()
-            .filter(|id| !state.apps.contains_key(*id))
+            .filter(|id| !state.apps.contains_key(*id) && !state.unavailable.contains_key(*id))
             .cloned()
             .collect();
         if !new.is_empty() {
             spent_extra = true;
             let now = Instant::now();
-            let apps = self.fetch_apps(state, &new).await?;
+            let (apps, refused) = self.fetch_apps(state, &new).await?;
+            for id in &new {
+                let reason = match refused.get(id) {
+                    Some(reason) => reason.clone(),
+                    None if apps.iter().any(|app| &app.id == id) => continue,
+                    None => "the API did not return it".to_string(),
+                };
+                warn!(
+                    "app id={id} is coupled to the pipeline but {reason}: left out, looked up \
+                     again in {:?}",
+                    self.settings.app_refresh_interval
+                );
+                state.unavailable.insert(id.clone(), reason);
+            }
             for (app, web_quantity) in self.fetch_quantities(apps).await? {
                 state.apps.insert(
                     app.id.clone(),
@@ -162,12 +184,15 @@ impl PipelineSource {
             && now.duration_since(state.apps_checked) >= refresh
         {
             let known: Vec<String> = state.apps.keys().cloned().collect();
-            for app in self.fetch_apps(state, &known).await? {
+            let (apps, _) = self.fetch_apps(state, &known).await?;
+            for app in apps {
                 if let Some(entry) = state.apps.get_mut(&app.id) {
                     entry.app = app;
                 }
             }
             state.apps_checked = now;
+            // Apps left out as unavailable count as new again next round.
+            state.unavailable.clear();
         } else if !spent_extra {
             let stalest = state
                 .apps
@@ -212,15 +237,18 @@ impl PipelineSource {
         Ok(specs)
     }
 
-    /// The app records for `ids`, in one request when the API allows it.
+    /// The app records for `ids`, in one request when the API allows it,
+    /// and why the API refused some of them (per-app 403 or 404, when asked
+    /// one by one). An app missing from the answer is in neither.
     async fn fetch_apps(
         &self,
         state: &mut PipelineState,
         ids: &[String],
-    ) -> Result<Vec<App>, ApiError> {
+    ) -> Result<(Vec<App>, HashMap<String, String>), ApiError> {
+        let mut refused = HashMap::new();
         if state.filters_supported {
             match self.api.apps_by_ids(ids).await {
-                Ok(apps) => return Ok(apps),
+                Ok(apps) => return Ok((apps, refused)),
                 Err(error) if matches!(error.status(), Some(400 | 404 | 405 | 406 | 415 | 422)) => {
                     warn!("{error}; falling back to one GET /apps/{{id}} per app");
                     state.filters_supported = false;
@@ -232,12 +260,15 @@ impl PipelineSource {
         for id in ids {
             match self.api.app(id).await {
                 Ok(app) => apps.push(app),
-                // Deleted since it was coupled: leave it out.
-                Err(error) if error.status() == Some(404) => {}
+                // Deleted since it was coupled, or not ours to see: that
+                // app is left out, the others go on.
+                Err(error) if matches!(error.status(), Some(403 | 404)) => {
+                    refused.insert(id.clone(), format!("its lookup failed ({error})"));
+                }
                 Err(error) => return Err(error),
             }
         }
-        Ok(apps)
+        Ok((apps, refused))
     }
 
     /// The web dyno count of `app` (0 without a web formation). Skipped for

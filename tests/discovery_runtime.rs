@@ -1,0 +1,512 @@
+//! Discovery while the balancer runs, against the fake Platform API changing
+//! under it: every list answer paged (450 apps, pages of 200), apps the API
+//! will not show left out without holding up the others, large removals
+//! confirmed before they apply, health kept across a change of dyno count,
+//! dyno counts, maintenance, couplings and the rate limit followed at run
+//! time, and health checks that keep their pace while the API stalls.
+//! Apps are plain HTTP test backends whose `web_url` is `http://127.0.0.1:PORT/`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::backend::{Answer, TestBackend};
+use common::heroku_api::{AppFixture, Failure, FakeHerokuApi};
+use common::lb::{LbBuilder, LbProcess};
+use common::status::{status, try_status};
+use serde_json::Value;
+
+const KEY: &str = "hrku-test-key-runtime-0b1c-do-not-log";
+
+/// The status entry of the app called `name`, if the balancer knows it.
+fn app_entry(snapshot: &Value, name: &str) -> Option<Value> {
+    snapshot["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == name)
+        .cloned()
+}
+
+/// Poll `/_lb/status` every 100 ms, up to `within`, until `check` holds;
+/// returns how long that took, or panics with the last status and the output.
+async fn wait_status(
+    client: &reqwest::Client,
+    lb: &LbProcess,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    let mut last = Value::Null;
+    let tries = (within.as_millis() / 100).max(1) as u32;
+    for _ in 0..tries {
+        if let Ok(snapshot) = try_status(client, lb).await {
+            if check(&snapshot) {
+                return started.elapsed();
+            }
+            last = snapshot;
+        }
+        if started.elapsed() >= within {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{what}: not within {within:?}; last status: {last:#}\nbalancer output:\n{}",
+        lb.output()
+    );
+}
+
+/// Lines of the balancer's output containing `needle`.
+fn lines_with(lb: &LbProcess, needle: &str) -> Vec<String> {
+    lb.output()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// 450 apps and pages of 200 on every list (couplings and `POST
+/// /filters/apps`): every page is followed and every app discovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_hundred_fifty_apps_are_found_through_every_paged_list() {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("big");
+    api.set_page_size_cap(200);
+    let mut pins = Vec::new();
+    for i in 0..450 {
+        let name = format!("bulk-{i:03}");
+        let host = format!("{name}.bulk.test");
+        api.add_app(AppFixture::new(
+            &name,
+            &pipeline,
+            &format!("http://{host}/"),
+        ));
+        pins.push(host);
+    }
+    let pins: Vec<(&str, &str)> = pins.iter().map(|h| (h.as_str(), "127.0.0.1")).collect();
+    let started = Instant::now();
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
+        .env("DISCOVERY_INTERVAL", "2")
+        .env("HEALTH_CHECK_INTERVAL", "60")
+        .resolve(&pins)
+        .start()
+        .await;
+    let client = common::http_client();
+    let took = wait_status(
+        &client,
+        &lb,
+        "450 apps known",
+        Duration::from_secs(30),
+        |s| s["backends_total"] == 450,
+    )
+    .await;
+    let requests = api.requests();
+    let pages = |method: &str, suffix: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && r.path.ends_with(suffix))
+            .count()
+    };
+    let (couplings, filters) = (
+        pages("GET", "/pipeline-couplings"),
+        pages("POST", "/filters/apps"),
+    );
+    println!(
+        "450 apps discovered {:?} after start ({took:?} after listening) with {} API requests: \
+         {couplings} couplings pages, {filters} filters/apps pages",
+        started.elapsed(),
+        requests.len()
+    );
+    assert!(couplings >= 3, "couplings pages: {couplings}");
+    assert_eq!(filters, 3, "filters/apps pages (450 apps, 200 a page)");
+    let snapshot = status(&client, &lb).await;
+    assert_eq!(snapshot["discovery"]["failed_rounds"], 0, "{}", lb.output());
+}
+
+/// A coupled app the API leaves out of `POST /filters/apps` is logged once by
+/// id and left out; the others are served, and their details still refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coupled_app_the_api_does_not_return_is_left_out_and_the_rest_keep_flowing() {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("shop");
+    let one = TestBackend::start_app(&api, &pipeline, "one").await;
+    let _two = TestBackend::start_app(&api, &pipeline, "two").await;
+    let ghost = TestBackend::start_app(&api, &pipeline, "ghost").await;
+    let ghost_id = api.app_id("ghost").expect("ghost exists");
+    api.set_hidden(&ghost_id, true);
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
+        .config("app_refresh_interval_seconds", "1")
+        .start()
+        .await;
+    let client = common::http_client();
+    wait_status(
+        &client,
+        &lb,
+        "two apps healthy",
+        Duration::from_secs(10),
+        |s| s["backends_healthy"] == 2,
+    )
+    .await;
+
+    // Known apps are still refreshed: maintenance on `one` is noticed.
+    let one_id = api.app_id("one").expect("one exists");
+    api.set_maintenance(&one_id, true);
+    wait_status(
+        &client,
+        &lb,
+        "`one` left out for maintenance",
+        Duration::from_secs(10),
+        |s| s["backends_total"] == 1 && app_entry(s, "two").is_some(),
+    )
+    .await;
+    for i in 0..10 {
+        assert_eq!(
+            common::get(&client, &lb.url_for(&format!("/flow/{i}")))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(ghost.count_to("/flow/"), 0);
+    assert_eq!(one.count_to("/flow/"), 0);
+    let left_out = lines_with(&lb, &format!("app id={ghost_id} is coupled"));
+    assert_eq!(left_out.len(), 1, "{}", lb.output());
+    assert_eq!(status(&client, &lb).await["discovery"]["failed_rounds"], 0);
+}
+
+/// With app lookups one by one, a 403 on one app and a 404 on another leave
+/// those two out; the third is served and no round fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_or_404_on_one_apps_lookup_leaves_only_that_app_out() {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("shop");
+    let served = TestBackend::start_app(&api, &pipeline, "served").await;
+    let _forbidden = TestBackend::start_app(&api, &pipeline, "forbidden").await;
+    let _gone = TestBackend::start_app(&api, &pipeline, "gone").await;
+    let forbidden = api.app_id("forbidden").expect("app");
+    let gone = api.app_id("gone").expect("app");
+    // No bulk lookup: the balancer falls back to GET /apps/{id}.
+    api.set_failure_on("/filters/apps", Failure::Status(404));
+    api.set_failure_on(&format!("/apps/{forbidden}"), Failure::Status(403));
+    api.set_hidden(&gone, true);
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
+    let client = common::http_client();
+    wait_status(
+        &client,
+        &lb,
+        "the served app alone",
+        Duration::from_secs(10),
+        |s| s["backends_healthy"] == 1 && app_entry(s, "served").is_some(),
+    )
+    .await;
+    for i in 0..5 {
+        assert_eq!(
+            common::get(&client, &lb.url_for(&format!("/only/{i}")))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(served.count_to("/only/"), 5);
+    // A few more rounds: each left-out app is logged once and no round fails.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let snapshot = status(&client, &lb).await;
+    assert_eq!(snapshot["discovery"]["failed_rounds"], 0, "{}", lb.output());
+    for id in [&forbidden, &gone] {
+        assert_eq!(
+            lines_with(&lb, &format!("app id={id} is coupled")).len(),
+            1,
+            "{}",
+            lb.output()
+        );
+    }
+}
+
+/// A round that would remove every app (a stage renamed by mistake) is held
+/// and shown in status while traffic flows; the next round that says the
+/// same applies it. Removing one app of three is immediate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_that_would_empty_the_balancer_waits_for_the_next_one_to_agree() {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("shop");
+    let names = ["keep-1", "keep-2", "keep-3"];
+    let mut backends = Vec::new();
+    for name in names {
+        backends.push(TestBackend::start_app(&api, &pipeline, name).await);
+    }
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
+        .env("DISCOVERY_INTERVAL", "1.5")
+        .start()
+        .await;
+    let client = common::http_client();
+    wait_status(
+        &client,
+        &lb,
+        "three healthy",
+        Duration::from_secs(10),
+        |s| s["backends_healthy"] == 3,
+    )
+    .await;
+
+    // One of three leaves: applied at the next round, no hold.
+    let first = api.app_id("keep-1").expect("app");
+    api.decouple_app(&first);
+    wait_status(
+        &client,
+        &lb,
+        "keep-1 removed",
+        Duration::from_secs(10),
+        |s| s["backends_total"] == 2,
+    )
+    .await;
+    assert!(lines_with(&lb, "discovery holds a removal").is_empty());
+
+    // Every remaining app moves to another stage at once.
+    for name in &names[1..] {
+        api.set_stage(&api.app_id(name).expect("app"), "staging");
+    }
+    wait_status(
+        &client,
+        &lb,
+        "the removal held",
+        Duration::from_secs(10),
+        |s| {
+            s["discovery"]["shrink_pending"]["removing"]
+                .as_array()
+                .is_some_and(|r| r.len() == 2)
+        },
+    )
+    .await;
+    let snapshot = status(&client, &lb).await;
+    assert_eq!(snapshot["backends_total"], 2, "held, not applied");
+    for i in 0..6 {
+        assert_eq!(
+            common::get(&client, &lb.url_for(&format!("/held/{i}")))
+                .await
+                .status,
+            200
+        );
+    }
+    wait_status(
+        &client,
+        &lb,
+        "the removal confirmed",
+        Duration::from_secs(10),
+        |s| s["backends_total"] == 0 && s["discovery"]["shrink_pending"].is_null(),
+    )
+    .await;
+    let held = lines_with(&lb, "discovery holds a removal");
+    assert_eq!(held.len(), 1, "{}", lb.output());
+    println!("{}", held[0]);
+    assert!(held[0].contains("removing=2 of known=2"), "{}", held[0]);
+    assert_eq!(lines_with(&lb, "discovery confirmed a removal").len(), 1);
+}
+
+/// An app failing its checks stays out when it is scaled from 1 to 3 dynos:
+/// its health belongs to the app, not to Pingora's (address, weight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_failing_its_checks_stays_out_when_it_is_scaled() {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("shop");
+    let sick = TestBackend::start_app(&api, &pipeline, "sick").await;
+    let well = TestBackend::start_app(&api, &pipeline, "well").await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
+        .env("HEALTH_CHECK_INTERVAL", "0.3")
+        .env("HEALTH_CHECK_PATH", "/health")
+        .config("app_refresh_interval_seconds", "0.5")
+        .start()
+        .await;
+    let client = common::http_client();
+    wait_status(&client, &lb, "both healthy", Duration::from_secs(10), |s| {
+        s["backends_healthy"] == 2
+    })
+    .await;
+    sick.set_answer_for("/health", Answer::Unavailable);
+    wait_status(
+        &client,
+        &lb,
+        "sick failing its checks",
+        Duration::from_secs(10),
+        |s| app_entry(s, "sick").is_some_and(|b| b["state"] == "failing checks"),
+    )
+    .await;
+
+    api.set_web_quantity(&api.app_id("sick").expect("app"), Some(3));
+    wait_status(
+        &client,
+        &lb,
+        "sick reweighted to 3",
+        Duration::from_secs(10),
+        |s| app_entry(s, "sick").is_some_and(|b| b["weight"] == 3),
+    )
+    .await;
+    let snapshot = status(&client, &lb).await;
+    let entry = app_entry(&snapshot, "sick").expect("sick known");
+    assert_eq!(
+        entry["state"],
+        "failing checks",
+        "{entry:#}\n{}",
+        lb.output()
+    );
+    for i in 0..20 {
+        assert_eq!(
+            common::get(&client, &lb.url_for(&format!("/scaled/{i}")))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        sick.count_to("/scaled/"),
+        0,
+        "a failing app got traffic after scaling"
+    );
+    assert_eq!(well.count_to("/scaled/"), 20);
+}
+
+/// Changes made through the Platform API reach a running balancer: weight
+/// follows a dyno count within the refresh bound, maintenance takes an app
+/// out, a newly coupled app joins and an uncoupled one leaves (its metric
+/// series with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dyno_counts_maintenance_and_couplings_changed_at_run_time_are_followed() {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("shop");
+    let _a = TestBackend::start_app(&api, &pipeline, "alpha").await;
+    let _b = TestBackend::start_app(&api, &pipeline, "beta").await;
+    // Refresh bound (README): the stalest formation once a round when older
+    // than app_refresh_interval, so each of N apps within about
+    // max(app_refresh_interval, N × DISCOVERY_INTERVAL) plus one round.
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
+        .config("app_refresh_interval_seconds", "1")
+        .start()
+        .await;
+    let client = common::http_client();
+    wait_status(&client, &lb, "two healthy", Duration::from_secs(10), |s| {
+        s["backends_healthy"] == 2
+    })
+    .await;
+
+    let alpha = api.app_id("alpha").expect("app");
+    api.set_web_quantity(&alpha, Some(4));
+    let took = wait_status(
+        &client,
+        &lb,
+        "alpha weighs 4",
+        Duration::from_secs(5),
+        |s| app_entry(s, "alpha").is_some_and(|b| b["weight"] == 4),
+    )
+    .await;
+    println!("dyno count 1 -> 4 seen as weight 4 after {took:?}");
+
+    let beta = api.app_id("beta").expect("app");
+    api.set_maintenance(&beta, true);
+    wait_status(
+        &client,
+        &lb,
+        "beta out for maintenance",
+        Duration::from_secs(5),
+        |s| app_entry(s, "beta").is_none(),
+    )
+    .await;
+    api.set_maintenance(&beta, false);
+
+    let _g = TestBackend::start_app(&api, &pipeline, "gamma").await;
+    wait_status(&client, &lb, "gamma joined", Duration::from_secs(5), |s| {
+        app_entry(s, "gamma").is_some_and(|b| b["healthy"] == true)
+    })
+    .await;
+    for i in 0..12 {
+        common::get(&client, &lb.url_for(&format!("/series/{i}"))).await;
+    }
+    let metrics = common::get(&client, &lb.url_for("/_lb/metrics")).await.body;
+    assert!(metrics.contains("backend=\"gamma\""), "gamma has series");
+
+    api.decouple_app(&api.app_id("gamma").expect("app"));
+    wait_status(&client, &lb, "gamma left", Duration::from_secs(5), |s| {
+        app_entry(s, "gamma").is_none()
+    })
+    .await;
+    let metrics = common::get(&client, &lb.url_for("/_lb/metrics")).await.body;
+    let left: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.contains("backend=\"gamma\""))
+        .collect();
+    assert!(left.is_empty(), "series of an app that left: {left:#?}");
+}
+
+/// Below the rate-limit reserve, discovery rounds come 4× less often.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_rate_limit_slows_the_rounds_down_four_times() {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("shop");
+    let _a = TestBackend::start_app(&api, &pipeline, "alpha").await;
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
+    let client = common::http_client();
+    wait_status(&client, &lb, "one healthy", Duration::from_secs(10), |s| {
+        s["backends_healthy"] == 1
+    })
+    .await;
+    let rounds = |s: &Value| s["discovery"]["rounds"].as_u64().unwrap_or(0);
+    let window = Duration::from_secs(3);
+
+    let before = rounds(&status(&client, &lb).await);
+    tokio::time::sleep(window).await;
+    let normal = rounds(&status(&client, &lb).await) - before;
+
+    api.set_rate_limit_remaining(100);
+    // One round at the normal pace reads the low figure.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = rounds(&status(&client, &lb).await);
+    tokio::time::sleep(window).await;
+    let slowed = rounds(&status(&client, &lb).await) - before;
+    println!("rounds in {window:?}: {normal} at 0.3 s, {slowed} below the reserve");
+    assert!(normal >= 6, "only {normal} rounds at the normal pace");
+    assert!(
+        slowed * 3 <= normal,
+        "{slowed} rounds slowed against {normal}\n{}",
+        lb.output()
+    );
+    assert_eq!(lines_with(&lb, "discovery slows down 4x").len(), 1);
+}
+
+/// With the Platform API stalled, an app that starts failing its checks is
+/// evicted within `fall × interval` plus one interval: checks run on their
+/// own schedule, not behind discovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_keep_their_pace_while_the_api_stalls() {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("shop");
+    let sick = TestBackend::start_app(&api, &pipeline, "sick").await;
+    let _well = TestBackend::start_app(&api, &pipeline, "well").await;
+    let interval = Duration::from_millis(500);
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
+        .env("HEALTH_CHECK_INTERVAL", "0.5")
+        .env("HEALTH_CHECK_PATH", "/health")
+        .start()
+        .await;
+    let client = common::http_client();
+    wait_status(&client, &lb, "both healthy", Duration::from_secs(10), |s| {
+        s["backends_healthy"] == 2
+    })
+    .await;
+
+    api.set_failure(Failure::Stall(Duration::from_secs(40)));
+    // Let a discovery round start and hang on the stalled API.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    sick.set_answer_for("/health", Answer::Unavailable);
+    let bound = interval * 3; // fall (2) × interval + one interval
+    let took = wait_status(&client, &lb, "sick evicted", Duration::from_secs(10), |s| {
+        app_entry(s, "sick").is_some_and(|b| b["healthy"] == false)
+    })
+    .await;
+    println!("evicted {took:?} after its checks started failing (bound {bound:?})");
+    // Scheduling slack for a busy 2-core machine on top of the bound.
+    assert!(
+        took <= bound + Duration::from_secs(1),
+        "evicted after {took:?}, bound {bound:?}\n{}",
+        lb.output()
+    );
+    api.clear_failures();
+}
