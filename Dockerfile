@@ -21,8 +21,11 @@ RUN mkdir src \
     && cargo build --release --locked \
     && rm -rf src target/release/heroku-lb target/release/deps/heroku_lb-* target/release/deps/libheroku_lb-* \
               target/release/.fingerprint/heroku-lb-*
+# The commit for `--version`: there is no .git in the build context.
+ARG SOURCE_VERSION=unknown
+COPY build.rs ./
 COPY src ./src
-RUN cargo build --release --locked
+RUN SOURCE_VERSION="$SOURCE_VERSION" cargo build --release --locked
 
 FROM debian:bookworm-slim
 # Only CA certificates: TLS to *.herokuapp.com and to the Platform API.

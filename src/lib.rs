@@ -25,9 +25,12 @@
 //! - [`metrics`]: every Prometheus registration in one place.
 //! - [`demo`]: the embedded demo backends.
 //!
+//! - [`cli`]: `--version` and `--help`, before Pingora parses its own flags.
+//!
 //! `main.rs` only wires these into a Pingora `Server`.
 
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;

@@ -2,6 +2,7 @@
 //! health → load balancer → proxy chain, hand the services to Pingora's `Server`.
 
 use heroku_lb::backend::health_key;
+use heroku_lb::cli;
 use heroku_lb::config::env::ProcessEnv;
 use heroku_lb::config::{self, BackendSource, Settings};
 use heroku_lb::demo::DemoBackends;
@@ -28,6 +29,11 @@ use std::sync::Arc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(text) = cli::info_requested(&args) {
+        println!("{text}");
+        return;
+    }
     init_logging();
     let mut opt = Opt::parse_args();
     let (settings, server_conf) = match config::load(opt.conf.as_deref(), &ProcessEnv) {

@@ -74,6 +74,60 @@ pub const ALL: &[&str] = &[
     RUST_LOG,
 ];
 
+/// Every variable with a line on what it does, for `--help` (same order as [`ALL`]).
+pub const DESCRIBED: &[(&str, &str)] = &[
+    (PORT, "port to listen on (Heroku sets it; default 8080)"),
+    (LB_LISTEN_HOST, "address to listen on (default 0.0.0.0)"),
+    (LB_BACKENDS, "static mode: comma-separated backend URLs"),
+    (
+        LB_RESOLVE,
+        "hostname=IP pins instead of DNS, comma-separated",
+    ),
+    (
+        HEALTH_CHECK_INTERVAL,
+        "seconds between active health checks (default 5)",
+    ),
+    (
+        HEALTH_CHECK_PATH,
+        "path the health check requests (default /)",
+    ),
+    (
+        LB_STATUS_TOKEN,
+        "token that unlocks the status detail and metrics",
+    ),
+    (
+        SSL_CERT_FILE,
+        "PEM bundle of CAs for upstream TLS (default: system roots)",
+    ),
+    (
+        HEROKU_API_KEY,
+        "Platform API key (secret); with PIPELINE_IDENTIFIER: pipeline mode",
+    ),
+    (PIPELINE_IDENTIFIER, "pipeline UUID or name"),
+    (
+        PIPELINE_STAGE,
+        "pipeline stage to balance (default production)",
+    ),
+    (
+        HEROKU_API_URL,
+        "Platform API base URL (default https://api.heroku.com)",
+    ),
+    (
+        DISCOVERY_INTERVAL,
+        "seconds between discovery rounds (default 30)",
+    ),
+    (DYNO, "set by Heroku: refuses the demo, names the instance"),
+    (LB_POLICY, "round_robin (default) or least_connections"),
+    (LB_STICKY_COOKIE, "sticky-session cookie name (unset: none)"),
+    (LB_STICKY_TTL, "Max-Age of the sticky cookie in seconds"),
+    (LB_STICKY_SECRET, "key of the sticky tokens (secret)"),
+    (
+        LB_MAX_EJECTION_PERCENT,
+        "most backends passive ejection holds out, % (default 50)",
+    ),
+    (RUST_LOG, "log level (default info)"),
+];
+
 /// Variables Heroku sets itself; `app.json` cannot declare them.
 pub const SET_BY_HEROKU: &[&str] = &[PORT, DYNO];
 
@@ -99,5 +153,16 @@ impl Env for HashMap<&str, &str> {
         self.get(name)
             .map(|value| value.trim().to_string())
             .filter(|value| !value.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_is_described_once_in_order() {
+        let described: Vec<&str> = DESCRIBED.iter().map(|(name, _)| *name).collect();
+        assert_eq!(described, ALL);
     }
 }
