@@ -10,9 +10,9 @@
 //! `_seconds` durations.
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, TextEncoder,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -30,7 +30,13 @@ pub struct Metrics {
     pub api_requests: IntCounter,
     pub backends: IntGauge,
     pub panic_routing: IntGauge,
+    pub retries: IntCounterVec,
+    pub own_responses: IntCounterVec,
+    pub request_duration: Histogram,
 }
+
+/// Why a request was sent to another backend (`retries`' `reason` label).
+pub const RETRY_REASONS: [&str; 2] = ["connect_failed", "failed_before_answer"];
 
 /// Reasons a health check fails (`health.rs`), the `reason` label.
 pub const CHECK_FAILURE_REASONS: [&str; 10] = [
@@ -103,6 +109,22 @@ fn registered() -> Result<Metrics, prometheus::Error> {
             "heroku_lb_panic_routing",
             "1 while no backend is fit and requests go to every backend with an address."
         )?,
+        retries: register_int_counter_vec!(
+            "heroku_lb_retries_total",
+            "Requests sent again to another backend, by reason.",
+            &["reason"]
+        )?,
+        own_responses: register_int_counter_vec!(
+            "heroku_lb_own_responses_total",
+            "Requests the balancer answered itself rather than a backend (503 no backend, \
+             431/414/400 refused heads, 502/504 upstream failures), by status code.",
+            &["code"]
+        )?,
+        request_duration: register_histogram!(
+            "heroku_lb_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, as the client sees it.",
+            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+        )?,
     })
 }
 
@@ -111,7 +133,29 @@ pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     // Registration only fails on a duplicate name or a malformed definition,
     // both fixed at compile time here.
-    METRICS.get_or_init(|| registered().expect("metric definitions are valid and registered once"))
+    METRICS.get_or_init(|| {
+        let metrics = registered().expect("metric definitions are valid and registered once");
+        for reason in RETRY_REASONS {
+            metrics.retries.with_label_values(&[reason]);
+        }
+        register_build_info();
+        metrics
+    })
+}
+
+/// `heroku_lb_build_info{version, commit} 1`, the usual way to export what runs.
+fn register_build_info() {
+    let info = prometheus::Opts::new(
+        "heroku_lb_build_info",
+        "Always 1; the labels say which heroku-lb runs.",
+    )
+    .const_label("version", env!("CARGO_PKG_VERSION"))
+    .const_label("commit", env!("HEROKU_LB_COMMIT"));
+    if let Ok(gauge) = IntGauge::with_opts(info) {
+        gauge.set(1);
+        // Fails only if registered twice, which `metrics()` rules out.
+        let _ = prometheus::register(Box::new(gauge));
+    }
 }
 
 /// Per-backend handles, resolved once when the backend appears.
