@@ -20,7 +20,8 @@
 //!   and in-flight counts.
 //! - [`sticky`]: the sticky-session cookie.
 //! - [`proxy`]: the `ProxyHttp` implementation: `/_lb/` routing, selection, retries, what
-//!   passive ejection hears, hop headers, errors, per-request metrics.
+//!   passive ejection hears, hop headers (and whose `X-Forwarded-*` to trust), the app's own
+//!   URLs in redirects and cookies, errors, per-request metrics.
 //! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
 //! - [`metrics`]: every Prometheus registration in one place.
 //! - [`demo`]: the embedded demo backends.

@@ -79,6 +79,15 @@ fn main() {
         }
         StickyCookie::new(sticky.cookie.clone(), &sticky.secret, sticky.ttl)
     });
+    if settings.dyno.is_some() && settings.status_token.is_none() {
+        // Every caller's peer is Heroku's router: none counts as local.
+        warn!(
+            "status detail hidden: LB_STATUS_TOKEN is not set, so {0}status shows only the \
+             summary and {0}metrics answers 401 to every caller; set LB_STATUS_TOKEN and send \
+             it as a bearer token",
+            settings.admin_prefix
+        );
+    }
     let status = StatusPage::new(
         Arc::clone(&lb),
         settings.policy,
@@ -97,9 +106,8 @@ fn main() {
         Selector::new(lb, settings.policy),
         sticky,
         status,
-        settings.upstream.clone(),
         ejection,
-        settings.listen_port,
+        &settings,
     );
     let mut proxy_service =
         http_proxy_service_with_name(&server.configuration, proxy, "heroku-lb proxy");

@@ -79,3 +79,45 @@ fn test_mode_with_a_good_config_exits_zero() {
         exit.stderr
     );
 }
+
+/// A trusted proxy that is neither an IP address nor a CIDR range is an error naming LB_TRUSTED_PROXIES, or the file's key.
+#[test]
+fn a_bad_trusted_proxy_is_named() {
+    let exit = assert_fails_naming(
+        with_a_backend()
+            .env("LB_TRUSTED_PROXIES", "10.0.0.0/8, not-an-ip")
+            .arg("-t"),
+        "LB_TRUSTED_PROXIES",
+    );
+    assert!(exit.stderr.contains("not-an-ip"), "{}", exit.stderr);
+    assert_fails_naming(
+        with_a_backend()
+            .config("trusted_proxies", "[\"10.0.0.0/33\"]")
+            .arg("-t"),
+        "heroku_lb.trusted_proxies",
+    );
+}
+
+/// An empty status token would let anyone see the detail: `status_token: ""` and a blank LB_STATUS_TOKEN are errors naming them.
+#[test]
+fn an_empty_status_token_is_named() {
+    assert_fails_naming(
+        with_a_backend().config("status_token", "\"\"").arg("-t"),
+        "heroku_lb.status_token",
+    );
+    assert_fails_naming(
+        with_a_backend().env("LB_STATUS_TOKEN", "   ").arg("-t"),
+        "LB_STATUS_TOKEN",
+    );
+}
+
+/// LB_REWRITE_REDIRECTS that is not a yes/no value is an error naming it.
+#[test]
+fn a_bad_rewrite_redirects_value_is_named() {
+    assert_fails_naming(
+        with_a_backend()
+            .env("LB_REWRITE_REDIRECTS", "sometimes")
+            .arg("-t"),
+        "LB_REWRITE_REDIRECTS",
+    );
+}

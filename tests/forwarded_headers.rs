@@ -1,15 +1,30 @@
 //! The balancer adds the headers a hop behind Heroku's router should add:
-//! X-Forwarded-For/-Proto/-Port, X-Request-Id, and the backend's own Host.
+//! X-Forwarded-For/-Proto/-Port/-Host, X-Request-Id, and the backend's own
+//! Host. Whose X-Forwarded-* headers it keeps depends on trust: on a dyno
+//! (every peer is Heroku's router) or from a peer in `LB_TRUSTED_PROXIES`
+//! they are kept and the access line's `fwd` is the last X-Forwarded-For
+//! entry; from anyone else they are replaced and `fwd` is the peer.
 
 mod common;
+
+use std::time::Duration;
 
 use common::backend::{SeenRequest, TestBackend};
 use common::lb::{LbBuilder, LbProcess};
 
 /// One backend behind a fresh balancer, already proxying.
 async fn one_backend() -> (TestBackend, LbProcess, reqwest::Client) {
+    one_backend_with(|builder| builder).await
+}
+
+/// One backend behind a balancer set up by `configure`, already proxying.
+async fn one_backend_with(
+    configure: impl FnOnce(LbBuilder) -> LbBuilder,
+) -> (TestBackend, LbProcess, reqwest::Client) {
     let backend = TestBackend::start("app").await;
-    let lb = LbBuilder::new().backends(&[backend.url()]).start().await;
+    let lb = configure(LbBuilder::new().backends(&[backend.url()]))
+        .start()
+        .await;
     let client = common::http_client();
     lb.wait_proxying(&client).await;
     (backend, lb, client)
@@ -36,47 +51,152 @@ async fn seen_by_backend(
         .unwrap_or_else(|| panic!("the backend never saw {path}"))
 }
 
-/// X-Forwarded-For gets the client address appended to what the client sent, or starts with it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn x_forwarded_for_gets_the_client_address_appended() {
-    let (backend, lb, client) = one_backend().await;
-
-    let seen = seen_by_backend(&backend, &lb, &client, "/xff/none", &[]).await;
-    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
-
-    let seen = seen_by_backend(
-        &backend,
-        &lb,
-        &client,
-        "/xff/client",
-        &[("X-Forwarded-For", "203.0.113.7")],
+/// The `fwd` field of the access line of the request with `request_id`
+/// (a bare value: the last field of the line), waiting up to 5 s for it.
+async fn logged_fwd(lb: &LbProcess, request_id: &str) -> String {
+    let marker = format!(" request_id={request_id} fwd=");
+    let find = || {
+        lb.stdout().lines().find_map(|line| {
+            let at = line.find(&marker)?;
+            Some(line[at + marker.len()..].trim().to_string())
+        })
+    };
+    common::wait_until(
+        &format!("the access line of {request_id}"),
+        100,
+        Duration::from_millis(50),
+        || async { find().is_some() },
     )
     .await;
+    find().unwrap_or_default()
+}
+
+/// What a client outside any trusted hop claims about itself.
+const SPOOFED: [(&str, &str); 5] = [
+    ("X-Forwarded-For", "203.0.113.7"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-Port", "443"),
+    ("X-Forwarded-Host", "evil.example"),
+    ("Host", "lb.example.com:8443"),
+];
+
+/// From an untrusted peer, X-Forwarded-For/-Proto/-Port/-Host are replaced by what the balancer saw, and `fwd` is the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_client_cannot_choose_its_forwarded_headers_or_its_fwd() {
+    // Trusting nobody, and trusting a range the peer is not in, are the same.
+    for trusted in [None, Some("10.0.0.0/8, 192.168.0.0/16")] {
+        let (backend, lb, client) = one_backend_with(|builder| match trusted {
+            Some(list) => builder.env("LB_TRUSTED_PROXIES", list),
+            None => builder,
+        })
+        .await;
+
+        let mut headers = SPOOFED.to_vec();
+        headers.push(("X-Request-Id", "untrusted-1"));
+        let seen = seen_by_backend(&backend, &lb, &client, "/untrusted", &headers).await;
+        println!("trusted={trusted:?}: the backend saw {:?}", seen.headers);
+        assert_eq!(
+            seen.header("x-forwarded-for").as_deref(),
+            Some("127.0.0.1"),
+            "trusted={trusted:?}"
+        );
+        assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+        assert_eq!(seen.header("x-forwarded-port"), Some(lb.port().to_string()));
+        assert_eq!(
+            seen.header("x-forwarded-host").as_deref(),
+            Some("lb.example.com:8443"),
+            "X-Forwarded-Host is the Host the client sent"
+        );
+        assert_eq!(logged_fwd(&lb, "untrusted-1").await, "127.0.0.1");
+    }
+}
+
+/// Without any X-Forwarded-* from the client, the backend gets the peer, http, the listening port and the client's Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_forwarded_headers_the_backend_gets_the_peer_the_listener_and_the_host() {
+    let (backend, lb, client) = one_backend().await;
+
+    let seen = seen_by_backend(&backend, &lb, &client, "/plain", &[]).await;
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(seen.header("x-forwarded-port"), Some(lb.port().to_string()));
     assert_eq!(
-        seen.header("x-forwarded-for").as_deref(),
-        Some("203.0.113.7, 127.0.0.1")
+        seen.header("x-forwarded-host"),
+        Some(format!("127.0.0.1:{}", lb.port())),
+        "X-Forwarded-Host is the host the client asked for, port kept"
     );
 }
 
-/// X-Forwarded-Proto and -Port describe the balancer's listener unless the client (Heroku's router) sent them.
+/// From a peer in LB_TRUSTED_PROXIES, X-Forwarded-Proto/-Port/-Host are kept, the peer is appended to X-Forwarded-For, and `fwd` is the last entry that arrived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn x_forwarded_proto_and_port_describe_the_listener_unless_already_set() {
-    let (backend, lb, client) = one_backend().await;
+async fn a_trusted_proxy_keeps_its_forwarded_headers_and_names_the_client() {
+    let (backend, lb, client) =
+        one_backend_with(|builder| builder.env("LB_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")).await;
+    assert_trusted_hop_is_believed(&backend, &lb, &client).await;
+}
 
-    let seen = seen_by_backend(&backend, &lb, &client, "/xfp/none", &[]).await;
-    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(seen.header("x-forwarded-port"), Some(lb.port().to_string()));
+/// On a dyno (DYNO set) every peer is Heroku's router: its X-Forwarded-* headers are kept and `fwd` is the client it appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_dyno_herokus_router_is_trusted() {
+    let (backend, lb, client) = one_backend_with(|builder| builder.env("DYNO", "web.1")).await;
+    assert_trusted_hop_is_believed(&backend, &lb, &client).await;
+}
 
+/// What a trusted hop sends is kept; what it left out is filled in as for anyone.
+async fn assert_trusted_hop_is_believed(
+    backend: &TestBackend,
+    lb: &LbProcess,
+    client: &reqwest::Client,
+) {
     let seen = seen_by_backend(
-        &backend,
-        &lb,
-        &client,
-        "/xfp/router",
-        &[("X-Forwarded-Proto", "https"), ("X-Forwarded-Port", "443")],
+        backend,
+        lb,
+        client,
+        "/trusted/all",
+        &[
+            ("X-Forwarded-For", "198.51.100.9, 203.0.113.7"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Port", "443"),
+            ("X-Forwarded-Host", "shop.example.com"),
+            ("Host", "lb.example.com"),
+            ("X-Request-Id", "trusted-1"),
+        ],
     )
     .await;
+    println!("the backend saw {:?}", seen.headers);
+    assert_eq!(
+        seen.header("x-forwarded-for").as_deref(),
+        Some("198.51.100.9, 203.0.113.7, 127.0.0.1")
+    );
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
     assert_eq!(seen.header("x-forwarded-port").as_deref(), Some("443"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("shop.example.com")
+    );
+    assert_eq!(
+        logged_fwd(lb, "trusted-1").await,
+        "203.0.113.7",
+        "fwd is the client as the trusted hop saw it: the last entry"
+    );
+
+    // A hop that sets no X-Forwarded-* (Heroku's router never sets -Host).
+    let seen = seen_by_backend(
+        backend,
+        lb,
+        client,
+        "/trusted/none",
+        &[("Host", "lb.example.com"), ("X-Request-Id", "trusted-2")],
+    )
+    .await;
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(seen.header("x-forwarded-port"), Some(lb.port().to_string()));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("lb.example.com")
+    );
+    assert_eq!(logged_fwd(lb, "trusted-2").await, "127.0.0.1");
 }
 
 /// X-Request-Id is kept up to 200 characters, and generated fresh when longer or absent.

@@ -1,7 +1,8 @@
 //! `/_lb/status`: JSON for machines (200 while a backend is healthy, 503 when
 //! none is), an HTML page for browsers, detail only for holders of
-//! `LB_STATUS_TOKEN` when one is set; and the admin prefix, whose paths are
-//! answered by the balancer and never forwarded to an app.
+//! `LB_STATUS_TOKEN` when one is set, else only for loopback callers off
+//! Heroku; and the admin prefix, whose paths are answered by the balancer and
+//! never forwarded to an app.
 
 mod common;
 
@@ -129,11 +130,18 @@ fn leaks(body: &str, backends: &[TestBackend]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_json_reports_ok_degraded_and_down_with_200_200_and_503() {
     let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends).env("DYNO", "web.7").start().await;
+    // On a dyno the detail needs the token, whoever asks.
+    let lb = balancer(&backends)
+        .env("DYNO", "web.7")
+        .env("LB_STATUS_TOKEN", TOKEN)
+        .start()
+        .await;
     let client = common::http_client();
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
 
     let (reply, status) =
-        wait_status(&client, &lb, &[], "status ok", |_, s| s["status"] == "ok").await;
+        wait_status(&client, &lb, &auth, "status ok", |_, s| s["status"] == "ok").await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let content_type = reply.headers["content-type"].to_str().unwrap_or("");
     assert!(
@@ -237,7 +245,7 @@ async fn the_status_json_reports_ok_degraded_and_down_with_200_200_and_503() {
     }
 
     backends[0].stop_listening().await;
-    let (reply, status) = wait_status(&client, &lb, &[], "status degraded", |_, s| {
+    let (reply, status) = wait_status(&client, &lb, &auth, "status degraded", |_, s| {
         s["status"] == "degraded"
     })
     .await;
@@ -254,7 +262,7 @@ async fn the_status_json_reports_ok_degraded_and_down_with_200_200_and_503() {
     assert_eq!(view["last_check_ok"], false, "{view:#}");
 
     backends[1].stop_listening().await;
-    let (reply, status) = wait_status(&client, &lb, &[], "status down", |_, s| {
+    let (reply, status) = wait_status(&client, &lb, &auth, "status down", |_, s| {
         s["status"] == "down"
     })
     .await;
@@ -322,6 +330,65 @@ async fn the_status_token_hides_the_detail_from_callers_without_it() {
     assert_eq!(
         urls,
         expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+}
+
+/// Without LB_STATUS_TOKEN a loopback caller off Heroku gets the detail and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_a_loopback_caller_off_heroku_gets_the_detail() {
+    let backends = TestBackend::start_many("app", 1).await;
+    let lb = balancer(&backends).start().await;
+    let client = common::http_client();
+
+    let (_, detail) = wait_status(&client, &lb, &[], "one healthy backend", |_, s| {
+        s["backends_healthy"] == 1
+    })
+    .await;
+    assert_eq!(
+        detail["backends"][0]["url"],
+        backends[0].url(),
+        "{detail:#}"
+    );
+    let metrics = get_with(&client, &lb, "/_lb/metrics", &[]).await;
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+}
+
+/// On a dyno without LB_STATUS_TOKEN every caller is Heroku's router, loopback or not: the status is the summary, metrics answer 401, and a warning at start says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_dyno_without_a_token_the_detail_and_metrics_are_hidden() {
+    let backends = TestBackend::start_many("app", 2).await;
+    let lb = balancer(&backends).env("DYNO", "web.1").start().await;
+    let client = common::http_client();
+
+    let (reply, summary) = wait_status(&client, &lb, &[], "both backends healthy", |_, s| {
+        s["backends_healthy"] == 2
+    })
+    .await;
+    assert_eq!(
+        keys(&summary),
+        BTreeSet::from(["status", "backends_total", "backends_healthy", "panic"]),
+        "{summary:#}"
+    );
+    let leaked = leaks(&reply.body, &backends);
+    assert!(leaked.is_empty(), "the summary gives away {leaked:?}");
+    let page = get_with(&client, &lb, "/_lb/status", &[("Accept", BROWSER_ACCEPT)]).await;
+    assert!(!page.body.contains("<table"), "{}", page.body);
+    assert!(leaks(&page.body, &backends).is_empty(), "{}", page.body);
+
+    let metrics = get_with(&client, &lb, "/_lb/metrics", &[]).await;
+    assert_eq!(metrics.status, 401, "{metrics:?}");
+    assert!(!metrics.body.contains("heroku_lb_"), "{metrics:?}");
+
+    let warning = lb
+        .output()
+        .lines()
+        .find(|line| line.contains("level=warn") && line.contains("LB_STATUS_TOKEN"))
+        .map(str::to_string);
+    println!("start-up warning: {warning:?}");
+    assert!(
+        warning.is_some(),
+        "no warning about LB_STATUS_TOKEN; output:\n{}",
+        lb.output()
     );
 }
 

@@ -437,40 +437,50 @@ async fn the_sticky_cookie_never_reaches_the_app_and_the_apps_cookies_pass_untou
     assert_eq!(app.cookies_of("/first"), Some(Vec::new()));
 }
 
-/// The cookie gets Secure when X-Forwarded-Proto is https and Max-Age with LB_STICKY_TTL.
+/// The cookie gets Secure when a trusted hop's X-Forwarded-Proto is https (never on an untrusted client's word) and Max-Age with LB_STICKY_TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_and_max_age_are_added_for_https_clients_and_a_ttl() {
     let backend = TestBackend::start("app").await;
     let client = common::http_client();
-    let lb = sticky_balancer(&[backend.url()])
-        .env("LB_STICKY_TTL", "3600")
-        .start()
-        .await;
-    wait_healthy(&client, &lb, 1).await;
+    // From a trusted hop (Heroku's router, or LB_TRUSTED_PROXIES) the scheme
+    // it reports counts; from anyone else the connection is plain HTTP.
+    for trusted in [true, false] {
+        let mut builder = sticky_balancer(&[backend.url()]).env("LB_STICKY_TTL", "3600");
+        if trusted {
+            builder = builder.env("LB_TRUSTED_PROXIES", "127.0.0.1");
+        }
+        let lb = builder.start().await;
+        wait_healthy(&client, &lb, 1).await;
 
-    let cases = [(Some("https"), true), (Some("http"), false), (None, false)];
-    for (proto, secure) in cases {
-        let mut request = client.get(lb.url_for("/attrs"));
-        if let Some(proto) = proto {
-            request = request.header("x-forwarded-proto", proto);
+        let cases = [
+            (Some("https"), trusted),
+            (Some("http"), false),
+            (None, false),
+        ];
+        for (proto, secure) in cases {
+            let what = format!("trusted={trusted} X-Forwarded-Proto {proto:?}");
+            let mut request = client.get(lb.url_for("/attrs"));
+            if let Some(proto) = proto {
+                request = request.header("x-forwarded-proto", proto);
+            }
+            let reply = common::send(request)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            fresh_token(&reply, &what);
+            let (_, mut attributes) = sticky_set_cookie(&reply).expect("checked above");
+            attributes.sort();
+            let mut expected = vec!["HttpOnly", "Max-Age=3600", "Path=/", "SameSite=Lax"];
+            if secure {
+                expected.push("Secure");
+            }
+            expected.sort();
+            assert_eq!(
+                attributes,
+                expected,
+                "{what}: Set-Cookie {:?}",
+                set_cookies(&reply)
+            );
         }
-        let reply = common::send(request)
-            .await
-            .unwrap_or_else(|e| panic!("X-Forwarded-Proto {proto:?}: {e}"));
-        fresh_token(&reply, &format!("X-Forwarded-Proto {proto:?}"));
-        let (_, mut attributes) = sticky_set_cookie(&reply).expect("checked above");
-        attributes.sort();
-        let mut expected = vec!["HttpOnly", "Max-Age=3600", "Path=/", "SameSite=Lax"];
-        if secure {
-            expected.push("Secure");
-        }
-        expected.sort();
-        assert_eq!(
-            attributes,
-            expected,
-            "X-Forwarded-Proto {proto:?}: Set-Cookie {:?}",
-            set_cookies(&reply)
-        );
     }
 }
 

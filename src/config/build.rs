@@ -10,6 +10,7 @@ use super::{
     ApiKey, BackendSource, ConfigError, HealthSettings, PipelineSettings, Settings, StickySettings,
     UpstreamSettings,
 };
+use crate::proxy::IpCidr;
 use crate::selection::Policy;
 use crate::sticky::valid_cookie_name;
 use std::collections::HashMap;
@@ -176,13 +177,56 @@ pub(super) fn build_settings(
         resolve_pins,
         resolve_interval,
         health,
-        status_token: env.var(env::LB_STATUS_TOKEN).or(file.status_token.clone()),
+        status_token: status_token(&file, env, key)?,
+        trusted_proxies: trusted_proxies(&file, env, key)?,
+        // Environment over file over default (on).
+        rewrite_redirects: match env.var(env::LB_REWRITE_REDIRECTS) {
+            Some(raw) => {
+                parse_bool(&raw).map_err(|r| ConfigError::new(env::LB_REWRITE_REDIRECTS, r))?
+            }
+            None => file.rewrite_redirects.unwrap_or(true),
+        },
         upstream,
         dyno,
         admin_prefix,
         policy,
         sticky,
     })
+}
+
+/// Environment over file; no default. An empty variable is unset, as for
+/// every variable (Heroku leaves optional ones empty); one of only spaces is
+/// a mistake. In the file a blank token is a mistake too.
+fn status_token(
+    file: &FileSettings,
+    env: &dyn Env,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(raw) = env.raw(env::LB_STATUS_TOKEN).filter(|raw| !raw.is_empty()) {
+        return check_token(&raw)
+            .map(Some)
+            .map_err(|r| ConfigError::new(env::LB_STATUS_TOKEN, r));
+    }
+    file.status_token
+        .as_deref()
+        .map(check_token)
+        .transpose()
+        .map_err(|r| ConfigError::new(key("status_token"), r))
+}
+
+/// Environment over file over default (none: only Heroku's router, on a dyno).
+fn trusted_proxies(
+    file: &FileSettings,
+    env: &dyn Env,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Vec<IpCidr>, ConfigError> {
+    match env.var(env::LB_TRUSTED_PROXIES) {
+        Some(raw) => {
+            parse_ranges(raw.split(',')).map_err(|r| ConfigError::new(env::LB_TRUSTED_PROXIES, r))
+        }
+        None => parse_ranges(file.trusted_proxies.iter().flatten().map(String::as_str))
+            .map_err(|r| ConfigError::new(key("trusted_proxies"), r)),
+    }
 }
 
 fn sticky_settings(

@@ -5,7 +5,8 @@
 //! production has a variable here; `mod.rs` applies them over the file. Reading
 //! through [`Env`] lets unit tests pass a map instead of touching the process
 //! environment. An empty variable counts as unset: Heroku's dashboard and
-//! `app.json` leave optional vars empty rather than absent.
+//! `app.json` leave optional vars empty rather than absent. [`Env::raw`] is
+//! for the rare check that must tell a blank value from an absent one.
 
 use std::collections::HashMap;
 
@@ -23,6 +24,10 @@ pub const HEALTH_CHECK_INTERVAL: &str = "HEALTH_CHECK_INTERVAL";
 pub const HEALTH_CHECK_PATH: &str = "HEALTH_CHECK_PATH";
 /// Bearer token that unlocks the status detail.
 pub const LB_STATUS_TOKEN: &str = "LB_STATUS_TOKEN";
+/// Comma-separated IPs or CIDR ranges whose `X-Forwarded-*` headers are kept.
+pub const LB_TRUSTED_PROXIES: &str = "LB_TRUSTED_PROXIES";
+/// `false` keeps the backend's own URLs in redirects and cookie domains.
+pub const LB_REWRITE_REDIRECTS: &str = "LB_REWRITE_REDIRECTS";
 /// PEM bundle of CAs trusted for upstream TLS instead of the system roots.
 pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
 /// Heroku Platform API key (secret: never logged or echoed).
@@ -59,6 +64,8 @@ pub const ALL: &[&str] = &[
     HEALTH_CHECK_INTERVAL,
     HEALTH_CHECK_PATH,
     LB_STATUS_TOKEN,
+    LB_TRUSTED_PROXIES,
+    LB_REWRITE_REDIRECTS,
     SSL_CERT_FILE,
     HEROKU_API_KEY,
     PIPELINE_IDENTIFIER,
@@ -133,8 +140,11 @@ pub const SET_BY_HEROKU: &[&str] = &[PORT, DYNO];
 
 /// Where variables come from.
 pub trait Env {
-    /// The value of `name`, or `None` when it is unset or empty.
+    /// The value of `name`, trimmed, or `None` when it is unset or empty.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// The value of `name` exactly as set (blank included), or `None` when absent.
+    fn raw(&self, name: &str) -> Option<String>;
 }
 
 /// The process environment.
@@ -146,6 +156,10 @@ impl Env for ProcessEnv {
         let value = value.to_string_lossy().trim().to_string();
         (!value.is_empty()).then_some(value)
     }
+
+    fn raw(&self, name: &str) -> Option<String> {
+        std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+    }
 }
 
 impl Env for HashMap<&str, &str> {
@@ -153,6 +167,10 @@ impl Env for HashMap<&str, &str> {
         self.get(name)
             .map(|value| value.trim().to_string())
             .filter(|value| !value.is_empty())
+    }
+
+    fn raw(&self, name: &str) -> Option<String> {
+        self.get(name).map(|value| value.to_string())
     }
 }
 

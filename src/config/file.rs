@@ -36,6 +36,9 @@ pub struct FileSettings {
     pub sticky_cookie: Option<String>,
     pub sticky_ttl_seconds: Option<u64>,
     pub status_token: Option<String>,
+    /// IPs or CIDR ranges whose `X-Forwarded-*` headers are kept.
+    pub trusted_proxies: Option<Vec<String>>,
+    pub rewrite_redirects: Option<bool>,
     pub pipeline: Option<String>,
     pub pipeline_stage: Option<String>,
     pub heroku_api_url: Option<String>,

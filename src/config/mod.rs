@@ -16,6 +16,7 @@ pub mod file;
 mod values;
 
 use crate::backend::BackendUrl;
+use crate::proxy::IpCidr;
 use crate::selection::Policy;
 use build::build_settings;
 use env::Env;
@@ -185,7 +186,14 @@ pub struct Settings {
     /// How often names are resolved again (Heroku's router IPs change).
     pub resolve_interval: Duration,
     pub health: HealthSettings,
+    /// Never blank: an empty token would match an empty bearer.
     pub status_token: Option<String>,
+    /// Peers whose `X-Forwarded-*` headers are kept (on a dyno: every peer,
+    /// Heroku's router).
+    pub trusted_proxies: Vec<IpCidr>,
+    /// Turn the backend's own URLs in redirects and cookie domains into the
+    /// client's (`proxy/redirects.rs`).
+    pub rewrite_redirects: bool,
     pub upstream: UpstreamSettings,
     /// The dyno name when running on Heroku.
     pub dyno: Option<String>,

@@ -326,3 +326,75 @@ fn the_ejection_cap_is_a_percentage_from_the_environment_or_the_file() {
         "{error}"
     );
 }
+
+#[test]
+fn a_blank_status_token_is_an_error_and_an_empty_variable_is_unset() {
+    let yaml = format!("{BASE}heroku_lb:\n  status_token: \"\"\n");
+    let error = load_with(&yaml, &[]).expect_err("empty token in the file");
+    assert!(
+        error.culprit.starts_with("heroku_lb.status_token"),
+        "{error}"
+    );
+    let yaml = format!("{BASE}heroku_lb:\n  status_token: \"  \"\n");
+    assert!(load_with(&yaml, &[]).is_err(), "blank token in the file");
+
+    let error = load_with(BASE, &[("LB_STATUS_TOKEN", "  \t")]).expect_err("blank variable");
+    assert_eq!(error.culprit, "LB_STATUS_TOKEN");
+    assert!(!error.reason.is_empty());
+
+    // Heroku leaves optional variables empty: that is unset, and the file counts.
+    let yaml = format!("{BASE}heroku_lb:\n  status_token: from-file\n");
+    let settings = load_with(&yaml, &[("LB_STATUS_TOKEN", "")]).expect("empty is unset");
+    assert_eq!(settings.status_token.as_deref(), Some("from-file"));
+    let settings = load_with(&yaml, &[("LB_STATUS_TOKEN", " env ")]).expect("env wins");
+    assert_eq!(settings.status_token.as_deref(), Some("env"));
+    assert_eq!(load_with(BASE, &[]).expect("none").status_token, None);
+}
+
+#[test]
+fn trusted_proxies_are_ip_ranges_from_the_environment_or_the_file() {
+    assert!(load_with(BASE, &[])
+        .expect("defaults")
+        .trusted_proxies
+        .is_empty());
+    let settings = load_with(
+        BASE,
+        &[("LB_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1,,::1")],
+    )
+    .expect("env list");
+    let listed: Vec<String> = settings
+        .trusted_proxies
+        .iter()
+        .map(|range| range.to_string())
+        .collect();
+    assert_eq!(listed, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+
+    let error = load_with(BASE, &[("LB_TRUSTED_PROXIES", "10.0.0.0/8,router")])
+        .expect_err("not an address");
+    assert_eq!(error.culprit, "LB_TRUSTED_PROXIES");
+    assert!(error.reason.contains("'router'"), "{error}");
+
+    let yaml = format!("{BASE}heroku_lb:\n  trusted_proxies: [\"192.168.0.0/16\"]\n");
+    let settings = load_with(&yaml, &[]).expect("file list");
+    assert_eq!(settings.trusted_proxies.len(), 1);
+    let yaml = format!("{BASE}heroku_lb:\n  trusted_proxies: [\"10.0.0.0/40\"]\n");
+    let error = load_with(&yaml, &[]).expect_err("prefix too long");
+    assert!(
+        error.culprit.starts_with("heroku_lb.trusted_proxies"),
+        "{error}"
+    );
+}
+
+#[test]
+fn redirect_rewriting_is_on_unless_the_file_or_the_environment_turns_it_off() {
+    assert!(load_with(BASE, &[]).expect("defaults").rewrite_redirects);
+    let yaml = format!("{BASE}heroku_lb:\n  rewrite_redirects: false\n");
+    assert!(!load_with(&yaml, &[]).expect("file").rewrite_redirects);
+    assert!(
+        load_with(&yaml, &[("LB_REWRITE_REDIRECTS", "TRUE")])
+            .expect("env over file")
+            .rewrite_redirects
+    );
+    let error = load_with(BASE, &[("LB_REWRITE_REDIRECTS", "maybe")]).expect_err("not a boolean");
+    assert_eq!(error.culprit, "LB_REWRITE_REDIRECTS");
+}

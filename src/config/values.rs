@@ -5,6 +5,7 @@
 use super::env::Env;
 use super::{ConfigError, STAGES};
 use crate::backend::BackendUrl;
+use crate::proxy::IpCidr;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -46,6 +47,40 @@ pub(super) fn parse_port(raw: &str) -> Result<u16, String> {
         Ok(port) if port > 0 => Ok(port),
         _ => Err(format!("'{raw}' is not a port number (1-65535)")),
     }
+}
+
+/// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case.
+pub(super) fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("'{raw}' is not true or false")),
+    }
+}
+
+/// IP addresses or CIDR ranges; blank items are skipped.
+pub(super) fn parse_ranges<'a>(
+    items: impl Iterator<Item = &'a str>,
+) -> Result<Vec<IpCidr>, String> {
+    items
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(IpCidr::parse)
+        .collect()
+}
+
+/// A status token: refused when blank, since an empty token would match an
+/// empty bearer and show the detail to anyone.
+pub(super) fn check_token(token: &str) -> Result<String, String> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(
+            "the status token is blank, which would let anyone see the detail; set a token \
+             or leave it out"
+                .to_string(),
+        );
+    }
+    Ok(token.to_string())
 }
 
 pub(super) fn parse_ip(raw: &str) -> Result<IpAddr, String> {

@@ -1,6 +1,7 @@
 //! The headers each hop adds, as Heroku's router does for its own:
 //! `X-Forwarded-For` (appended), and an `X-Request-Id` kept from the client
-//! when sane, else generated. Pure functions, used by `upstream_request_filter`.
+//! when sane, else generated. Pure functions, used by `upstream_request_filter`
+//! and by `forwarded.rs`, which decides whose `X-Forwarded-*` are kept.
 
 use http::HeaderValue;
 use std::collections::hash_map::RandomState;

@@ -3,7 +3,10 @@
 //! Input: each client request, and the `LoadBalancer` that discovery and
 //! health checks keep current. Output: the request, sent to one backend app
 //! with that app's own `Host` and SNI (Heroku's router picks the app by
-//! them), plus the hop headers Heroku's router itself adds.
+//! them), plus the hop headers Heroku's router itself adds, believing a
+//! client's own `X-Forwarded-*` only from a trusted hop (`forwarded.rs`); and
+//! the app's answer, with its own URLs turned into the client's
+//! (`redirects.rs`).
 //!
 //! Paths under the admin prefix (`/_lb/`) are answered by `status/` and never
 //! forwarded. Selection (`selection.rs`) skips backends that are unhealthy,
@@ -20,13 +23,16 @@
 
 mod access_log;
 mod failures;
+mod forwarded;
 mod hop_headers;
+mod redirects;
 mod request_limits;
 
 pub use access_log::TARGET as ACCESS_LOG_TARGET;
+pub use forwarded::{IpCidr, TrustedHops};
 
 use crate::backend::AppTarget;
-use crate::config::UpstreamSettings;
+use crate::config::{Settings, UpstreamSettings};
 use crate::ejection::PassiveEjection;
 use crate::selection::{InFlight, Selector};
 use crate::status::StatusPage;
@@ -34,7 +40,8 @@ use crate::sticky::StickyCookie;
 use access_log::AccessRecord;
 use async_trait::async_trait;
 use failures::{describe, error_status};
-use hop_headers::{forwarded_for, valid_request_id, RequestIds};
+use forwarded::{ClientView, ConnectionPeer};
+use hop_headers::{valid_request_id, RequestIds};
 use log::{debug, log, log_enabled, warn, Level};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -52,9 +59,12 @@ pub struct AppProxy {
     status: StatusPage,
     upstream: UpstreamSettings,
     ejection: PassiveEjection,
-    /// Our own listening port, for `X-Forwarded-Port` when the client sent none.
+    /// Our own listening port, for `X-Forwarded-Port` when no trusted hop sent one.
     listen_port: String,
     request_ids: RequestIds,
+    /// Whose `X-Forwarded-*` headers are kept.
+    trusted_hops: TrustedHops,
+    rewrite_redirects: bool,
 }
 
 /// Per-request state.
@@ -85,34 +95,55 @@ pub struct RequestCtx {
     connect_failed: bool,
     /// What the last failed try ran into, for the access line.
     last_failure: Option<&'static str>,
-    /// The client's address, carried across keep-alive requests on one
-    /// connection (each fresh lookup is a `getpeername` system call).
-    client_ip: Option<Arc<str>>,
+    /// The TCP peer, carried across keep-alive requests on one connection.
+    peer: Option<ConnectionPeer>,
+    /// The client as this request describes it (set on first use).
+    client_view: Option<ClientView>,
 }
 
 /// What one request leaves for the next on the same keep-alive connection.
 struct ConnectionMemo {
-    client_ip: Arc<str>,
+    peer: ConnectionPeer,
 }
 
 impl AppProxy {
+    /// Upstream timeouts, the listening port, the trusted hops (every peer on
+    /// a dyno) and redirect rewriting come from `settings`.
     pub fn new(
         selector: Selector,
         sticky: Option<StickyCookie>,
         status: StatusPage,
-        upstream: UpstreamSettings,
         ejection: PassiveEjection,
-        listen_port: u16,
+        settings: &Settings,
     ) -> Self {
         AppProxy {
             selector,
             sticky,
             status,
-            upstream,
+            upstream: settings.upstream.clone(),
             ejection,
-            listen_port: listen_port.to_string(),
+            listen_port: settings.listen_port.to_string(),
             request_ids: RequestIds::default(),
+            trusted_hops: TrustedHops::new(
+                settings.trusted_proxies.clone(),
+                settings.dyno.is_some(),
+            ),
+            rewrite_redirects: settings.rewrite_redirects,
         }
+    }
+
+    /// The client as this request describes it, worked out once per request
+    /// (the peer once per connection).
+    fn client_view<'c>(&self, session: &Session, ctx: &'c mut RequestCtx) -> &'c ClientView {
+        if ctx.peer.is_none() {
+            ctx.peer = session
+                .client_addr()
+                .and_then(|addr| addr.as_inet())
+                .map(|addr| ConnectionPeer::new(addr.ip(), &self.trusted_hops));
+        }
+        let peer = ctx.peer.as_ref();
+        ctx.client_view
+            .get_or_insert_with(|| ClientView::of(session.req_header(), peer))
     }
 
     /// The next backend for this request: its sticky backend when usable,
@@ -146,7 +177,8 @@ impl ProxyHttp for AppProxy {
             refused_answer: false,
             connect_failed: false,
             last_failure: None,
-            client_ip: None,
+            peer: None,
+            client_view: None,
         }
     }
 
@@ -244,23 +276,11 @@ impl ProxyHttp for AppProxy {
         if let Some(sticky) = &self.sticky {
             strip_sticky_cookie(sticky, upstream_request)?;
         }
-
-        let client_ip = client_ip(session, ctx);
-        let headers = &session.req_header().headers;
-        if let Some(forwarded_for) = forwarded_for(
-            headers.get_all("x-forwarded-for").iter(),
-            client_ip.as_deref(),
-        ) {
-            upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
-        }
-        // Behind Heroku's router these arrive set to the client's real scheme
-        // and port; keep them. Otherwise this hop is plain HTTP on our port.
-        if !headers.contains_key("x-forwarded-proto") {
-            upstream_request.insert_header("X-Forwarded-Proto", "http")?;
-        }
-        if !headers.contains_key("x-forwarded-port") {
-            upstream_request.insert_header("X-Forwarded-Port", self.listen_port.as_str())?;
-        }
+        self.client_view(session, ctx).set_headers(
+            session.req_header(),
+            upstream_request,
+            &self.listen_port,
+        )?;
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header("X-Request-Id", id.as_str())?;
         }
@@ -304,17 +324,24 @@ impl ProxyHttp for AppProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(sticky), Some(target)) = (&self.sticky, &ctx.target) else {
+        if ctx.target.is_none() || (self.sticky.is_none() && !self.rewrite_redirects) {
+            return Ok(());
+        }
+        self.client_view(session, ctx);
+        let (Some(target), Some(client)) = (&ctx.target, &ctx.client_view) else {
+            return Ok(());
+        };
+        if self.rewrite_redirects {
+            redirects::Rewrite::new(target.url(), client.scheme, client.host.as_deref())
+                .response(response)?;
+        }
+        let Some(sticky) = &self.sticky else {
             return Ok(());
         };
         let token = sticky.token(target);
         if ctx.client_token.as_deref() != Some(token) {
-            // Heroku's router tells us the client's scheme.
-            let secure = session
-                .req_header()
-                .headers
-                .get("x-forwarded-proto")
-                .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
+            // Only a trusted hop (Heroku's router) tells us the client's scheme.
+            let secure = client.scheme == "https";
             // Appended: the app's own Set-Cookie headers stay beside ours.
             response.append_header("Set-Cookie", sticky.set_cookie(token, secure))?;
         }
@@ -416,8 +443,8 @@ impl ProxyHttp for AppProxy {
         _session: &Session,
         ctx: &RequestCtx,
     ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
-        let client_ip = ctx.client_ip.clone()?;
-        Some(Box::new(ConnectionMemo { client_ip }))
+        let peer = ctx.peer.clone()?;
+        Some(Box::new(ConnectionMemo { peer }))
     }
 
     fn on_connection_reuse(
@@ -427,7 +454,7 @@ impl ProxyHttp for AppProxy {
         previous: Box<dyn std::any::Any + Send + Sync>,
     ) {
         if let Ok(memo) = previous.downcast::<ConnectionMemo>() {
-            ctx.client_ip = Some(memo.client_ip);
+            ctx.peer = Some(memo.peer);
         }
     }
 
@@ -487,13 +514,11 @@ impl ProxyHttp for AppProxy {
         if !log_enabled!(target: access_log::TARGET, level) {
             return;
         }
+        // The client as a trusted hop saw it, else the peer (`forwarded.rs`).
+        let fwd = self.client_view(session, ctx).client.clone();
+        let fwd = fwd.as_deref().unwrap_or("-");
         let request = session.req_header();
         let host = header_str(request, "host").unwrap_or("-");
-        let fwd = header_str(request, "x-forwarded-for")
-            .and_then(|list| list.split(',').next())
-            .map(|first| first.trim().to_string())
-            .or_else(|| client_ip(session, ctx).map(|ip| ip.to_string()))
-            .unwrap_or_else(|| "-".to_string());
         let description = e.map(|e| describe(e, ctx.last_failure));
         let record = AccessRecord {
             error: description.as_deref(),
@@ -507,7 +532,7 @@ impl ProxyHttp for AppProxy {
             service_ms: ctx.started.elapsed().as_millis(),
             bytes: session.body_bytes_sent(),
             request_id: ctx.request_id.as_deref(),
-            fwd: &fwd,
+            fwd,
         };
         log!(target: access_log::TARGET, level, "{}", record.line());
     }
@@ -570,15 +595,4 @@ fn header_str<'a>(request: &'a RequestHeader, name: &str) -> Option<&'a str> {
         .headers
         .get(name)
         .and_then(|value| value.to_str().ok())
-}
-
-/// The client's IP address, looked up once per connection.
-fn client_ip(session: &Session, ctx: &mut RequestCtx) -> Option<Arc<str>> {
-    if ctx.client_ip.is_none() {
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| Arc::from(addr.ip().to_string()));
-    }
-    ctx.client_ip.clone()
 }

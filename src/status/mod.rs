@@ -10,6 +10,12 @@
 //! - `GET metrics`: Prometheus text (`metrics.rs`), with state gauges set from
 //!   a fresh snapshot; behind the token too, when one is set (it names apps).
 //!
+//! The detail names every app's URL and address, which lets a client go
+//! around the balancer, so without a token only loopback callers (an operator
+//! on the machine) see it and the metrics; everyone else gets the summary or
+//! 401. On a dyno every caller's TCP peer is Heroku's router, so there no
+//! caller counts as local and the detail needs the token ([`may_see_detail`]).
+//!
 //! Input: the `LoadBalancer` (membership and Pingora's health), each
 //! `AppTarget` (address, checks, counters), discovery's status and the
 //! Platform API figures. Nothing here changes state.
@@ -29,6 +35,7 @@ use pingora::lb::LoadBalancer;
 use pingora::proxy::Session;
 use pingora::Result;
 use serde::Serialize;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -115,6 +122,7 @@ pub struct StatusPage {
     discovery: Arc<DiscoveryStatus>,
     api: Option<Arc<ApiStats>>,
     started: Instant,
+    /// The dyno, when on Heroku: then every caller comes through the router.
     instance: Option<String>,
     token: Option<String>,
     prefix: String,
@@ -248,13 +256,12 @@ impl StatusPage {
             // Metrics name every app: behind the token like the status detail
             // (Prometheus sends it with `authorization: {credentials: …}`).
             "metrics" if !self.authorized(session) => {
-                respond(
-                    session,
-                    401,
-                    "text/plain; charset=utf-8",
-                    b"bearer token required\n".to_vec(),
-                )
-                .await?;
+                let why: &[u8] = if self.token.is_some() {
+                    b"bearer token required\n"
+                } else {
+                    b"set LB_STATUS_TOKEN and send it as a bearer token to read the metrics\n"
+                };
+                respond(session, 401, "text/plain; charset=utf-8", why.to_vec()).await?;
             }
             "metrics" => {
                 self.update_gauges(&self.snapshot());
@@ -287,11 +294,8 @@ impl StatusPage {
         Ok(true)
     }
 
-    /// With a token configured, the caller must present it as a bearer token.
+    /// Whether this caller gets the detail and the metrics ([`may_see_detail`]).
     fn authorized(&self, session: &Session) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
         let presented = session
             .req_header()
             .headers
@@ -300,7 +304,16 @@ impl StatusPage {
             .and_then(|value| value.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map_or("", |(_, token)| token);
-        constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+        let peer = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        may_see_detail(
+            self.token.as_deref(),
+            presented,
+            peer,
+            self.instance.is_some(),
+        )
     }
 
     fn update_gauges(&self, snapshot: &StatusSnapshot) {
@@ -330,6 +343,22 @@ impl StatusPage {
                 .api_rate_limit_remaining
                 .map_or(-1, |remaining| remaining as i64),
         );
+    }
+}
+
+/// Who sees the detail and the metrics. With a token: whoever presents it as
+/// a bearer token. Without one: a loopback caller (127.0.0.0/8, ::1), except
+/// behind Heroku's router, where every caller's peer is the router and none
+/// is local.
+fn may_see_detail(
+    token: Option<&str>,
+    presented: &str,
+    peer: Option<IpAddr>,
+    behind_heroku_router: bool,
+) -> bool {
+    match token {
+        Some(token) => constant_time_eq(presented.trim().as_bytes(), token.as_bytes()),
+        None => !behind_heroku_router && peer.is_some_and(|peer| peer.to_canonical().is_loopback()),
     }
 }
 
@@ -510,6 +539,44 @@ mod tests {
             assert!(backend.get(field).is_some(), "missing {field}");
         }
         assert_eq!(value["instance"], "web.1");
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_callers_off_heroku_see_the_detail() {
+        let ip = |raw: &str| Some(raw.parse::<IpAddr>().expect("a test IP"));
+        for local in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.255.0.9",
+            "::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(may_see_detail(None, "", ip(local), false), "{local}");
+            assert!(
+                !may_see_detail(None, "", ip(local), true),
+                "{local} on a dyno"
+            );
+        }
+        for remote in [
+            "10.0.0.1",
+            "203.0.113.7",
+            "::2",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(!may_see_detail(None, "", ip(remote), false), "{remote}");
+        }
+        assert!(!may_see_detail(None, "", None, false), "no peer: not local");
+    }
+
+    #[test]
+    fn with_a_token_only_its_bearer_sees_the_detail_wherever_they_are() {
+        let local = Some(IpAddr::from([127, 0, 0, 1]));
+        let remote = Some(IpAddr::from([203, 0, 113, 7]));
+        assert!(may_see_detail(Some("s3cret"), "s3cret", remote, true));
+        assert!(may_see_detail(Some("s3cret"), " s3cret ", remote, false));
+        assert!(!may_see_detail(Some("s3cret"), "", local, false));
+        assert!(!may_see_detail(Some("s3cret"), "wrong", local, false));
     }
 
     #[test]

@@ -74,6 +74,16 @@ pub fn http_client_with_timeout(timeout: Duration) -> reqwest::Client {
         .expect("a reqwest client without proxy or TLS options always builds")
 }
 
+/// Like `http_client`, but redirects come back to the test instead of being followed.
+pub fn http_client_without_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(CLIENT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a reqwest client without proxy or TLS options always builds")
+}
+
 /// What a test needs from a response, read to the end.
 #[derive(Debug, Clone)]
 pub struct Reply {
