@@ -36,5 +36,8 @@ fn help_explains_the_flags_and_lists_the_variables() {
     for name in heroku_lb::config::env::ALL {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
-    assert!(!text.contains("heroku-lb listening on"), "it started: {text}");
+    assert!(
+        !text.contains("heroku-lb listening on"),
+        "it started: {text}"
+    );
 }

@@ -103,6 +103,14 @@ pub const DESCRIBED: &[(&str, &str)] = &[
         "token that unlocks the status detail and metrics",
     ),
     (
+        LB_TRUSTED_PROXIES,
+        "IPs/CIDRs whose X-Forwarded-* headers are believed",
+    ),
+    (
+        LB_REWRITE_REDIRECTS,
+        "rewrite Location/Set-Cookie naming an app's host (default true)",
+    ),
+    (
         SSL_CERT_FILE,
         "PEM bundle of CAs for upstream TLS (default: system roots)",
     ),
