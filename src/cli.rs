@@ -8,7 +8,7 @@
 
 use crate::config::env;
 
-/// `heroku-lb 0.1.0 (commit abc123def456)`
+/// `heroku-lb 0.2.0 (commit abc123def456)`
 pub fn version() -> String {
     format!(
         "heroku-lb {} (commit {})",

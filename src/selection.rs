@@ -149,6 +149,11 @@ impl Selector {
         Some(target)
     }
 
+    /// Whether picks fall back to panic routing now (the last pick did).
+    pub fn in_panic(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
+    }
+
     /// Whether any backend is fit to take traffic.
     fn any_fit(&self) -> bool {
         let backends = self.lb.backends();

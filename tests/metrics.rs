@@ -526,3 +526,77 @@ async fn counters_and_only_counters_are_named_total() {
         reply.body
     );
 }
+
+/// The series operators expect beside ours: process figures, build info
+/// naming version and commit, retries by reason, the balancer's own answers
+/// by code, and a client-side request duration histogram, each counting the
+/// traffic sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_build_retry_own_answer_and_duration_series_count_the_traffic() {
+    let good = TestBackend::start("good").await;
+    let doomed = TestBackend::start("doomed").await;
+    let lb = LbBuilder::new()
+        .backends(&[good.url(), doomed.url()])
+        .env("HEALTH_CHECK_PATH", "/health")
+        .env("HEALTH_CHECK_INTERVAL", "30")
+        .start()
+        .await;
+    let client = common::http_client();
+    lb.wait_proxying(&client).await;
+    common::status::wait_healthy(&client, &lb, 2).await;
+    let duration_count = |body: &str| {
+        Exposition::parse(body)
+            .map(|m| m.value("heroku_lb_request_duration_seconds_count", &[]))
+            .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{body}"))
+    };
+    let before = duration_count(&common::get(&client, &lb.url_for("/_lb/metrics")).await.body);
+    // Refused connections: retried on the other backend.
+    doomed.stop_listening().await;
+    let mut sent = 0;
+    for i in 0..6 {
+        let reply = common::get(&client, &lb.url_for(&format!("/retry/{i}"))).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        sent += 1;
+    }
+    // Two heads over our limits: answered 431 by the balancer itself.
+    for i in 0..2 {
+        let reply = common::send(
+            client
+                .get(lb.url_for(&format!("/big/{i}")))
+                .header("x-big", "b".repeat(9 * 1024)),
+        )
+        .await
+        .expect("answered");
+        assert_eq!(reply.status, 431);
+        sent += 1;
+    }
+
+    let reply = common::get(&client, &lb.url_for("/_lb/metrics")).await;
+    let metrics = Exposition::parse(&reply.body)
+        .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{}", reply.body));
+    assert!(metrics.value("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(!metrics.find("process_open_fds", &[]).is_empty());
+    let info = metrics.find(
+        "heroku_lb_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+    );
+    assert_eq!(info.len(), 1, "{}", reply.body);
+    assert_eq!(info[0].value, 1.0);
+    assert!(info[0].labels.get("commit").is_some_and(|c| !c.is_empty()));
+    assert!(
+        metrics.value("heroku_lb_retries_total", &[("reason", "connect_failed")]) >= 1.0,
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        metrics.value("heroku_lb_own_responses_total", &[("code", "431")]),
+        2.0
+    );
+    // Every proxied request is observed, admin requests (status, metrics) are not.
+    assert_eq!(
+        duration_count(&reply.body) - before,
+        sent as f64,
+        "{}",
+        reply.body
+    );
+}

@@ -12,20 +12,24 @@ use common::heroku_api::{AppFixture, Failure, FakeHerokuApi};
 use common::lb::{LbBuilder, LbProcess};
 use common::router::TestRouter;
 
-/// The keys of a request line, in order (failed requests add `desc` after `at`).
-const FIELDS: [&str; 12] = [
+/// The keys of a request line, in order: Heroku's router fields and units,
+/// then ours (lines with a code add `code` and `desc` after `at`, and
+/// `detail` at the end when there was an error).
+const FIELDS: [&str; 14] = [
     "at",
     "method",
     "path",
     "host",
-    "status",
-    "backend",
-    "app",
-    "connect_ms",
-    "service_ms",
-    "bytes",
     "request_id",
     "fwd",
+    "dyno",
+    "connect",
+    "service",
+    "status",
+    "bytes",
+    "protocol",
+    "backend",
+    "app",
 ];
 
 /// A distinctive Platform API key that must never be printed.
@@ -108,13 +112,18 @@ fn field(line: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// The keys of a request line, `desc` left out.
+/// The keys of a request line, `code`, `desc` and `detail` left out.
 fn keys(line: &str) -> Vec<String> {
     logfmt(line)
         .into_iter()
         .map(|(k, _)| k)
-        .filter(|k| k != "desc")
+        .filter(|k| k != "code" && k != "desc" && k != "detail")
         .collect()
+}
+
+/// A duration in the router's unit: digits then `ms`.
+fn is_millis(value: &str) -> bool {
+    value.strip_suffix("ms").is_some_and(is_number)
 }
 
 fn is_number(value: &str) -> bool {
@@ -206,9 +215,24 @@ async fn each_proxied_request_gets_one_line_with_every_field() {
     assert_eq!(get("status"), "200");
     assert_eq!(get("backend"), backend.url());
     assert_eq!(get("app"), backend.addr().to_string());
-    for key in ["connect_ms", "service_ms", "bytes"] {
-        assert!(is_number(&get(key)), "{key} is not a number in {line}");
+    for key in ["connect", "service"] {
+        assert!(is_millis(&get(key)), "{key} is not in ms in {line}");
     }
+    assert!(is_number(&get("bytes")), "bytes is not a number in {line}");
+    assert_eq!(
+        get("protocol"),
+        "http",
+        "a client without a trusted hop used http"
+    );
+    assert_eq!(
+        get("dyno"),
+        "",
+        "off Heroku the dyno is empty, as the router leaves unknowns"
+    );
+    assert!(
+        line.contains(" path=\"/logged\" "),
+        "path quoted as the router does: {line}"
+    );
     assert_eq!(
         get("bytes"),
         backend.name().len().to_string(),
@@ -226,7 +250,7 @@ async fn each_proxied_request_gets_one_line_with_every_field() {
     );
 }
 
-/// A request that cannot be proxied gets one at=error line with a desc and the same fields.
+/// A request that cannot be proxied gets one at=error line with a stable code, a desc and the same fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_request_gets_an_error_line_with_the_same_fields() {
     let backend = TestBackend::start("gone-app").await;
@@ -255,6 +279,11 @@ async fn a_failed_request_gets_an_error_line_with_the_same_fields() {
     assert_eq!(field(line, "at").as_deref(), Some("error"), "{line}");
     let desc = field(line, "desc").unwrap_or_default();
     assert!(!desc.is_empty(), "an error line needs a desc: {line}");
+    let code = field(line, "code").unwrap_or_default();
+    assert!(
+        ["L10", "L11"].contains(&code.as_str()),
+        "no backend (L10) or connect failure (L11): {line}"
+    );
     assert_eq!(keys(line), FIELDS, "fields of {line}");
     assert_eq!(field(line, "path").as_deref(), Some("/fails"));
     assert_eq!(
@@ -372,6 +401,122 @@ async fn neither_the_api_key_nor_a_clients_authorization_is_ever_printed() {
         }
     }
     assert!(leaks.is_empty(), "secrets printed:\n{}", leaks.join("\n"));
+}
+
+/// On a dyno, the line names the balancer's dyno, and the protocol and
+/// client that Heroku's router reported (the last X-Forwarded-For entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_dyno_the_line_names_the_dyno_and_the_routers_protocol_and_client() {
+    let backend = TestBackend::start("dyno-app").await;
+    let lb = LbBuilder::new()
+        .backends(&[backend.url()])
+        .env("DYNO", "web.3")
+        .env("LB_STATUS_TOKEN", "log-test-token")
+        .start()
+        .await;
+    let client = common::http_client();
+    lb.wait_proxying(&client).await;
+    let reply = common::send(
+        client
+            .get(lb.url_for("/via-router"))
+            .header("X-Request-Id", "test-log-dyno")
+            .header("X-Forwarded-For", "198.51.100.9, 203.0.113.50")
+            .header("X-Forwarded-Proto", "https"),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(reply.status, 200);
+    wait_for_lines(&lb, &["test-log-dyno"]).await;
+    let out = lb.stdout();
+    let line = lines_with_id(&out, "test-log-dyno")[0];
+    println!("{line}");
+    assert_eq!(field(line, "dyno").as_deref(), Some("web.3"), "{line}");
+    assert_eq!(field(line, "protocol").as_deref(), Some("https"), "{line}");
+    assert_eq!(
+        field(line, "fwd").as_deref(),
+        Some("203.0.113.50"),
+        "{line}"
+    );
+}
+
+/// Every kind of failure carries its stable code: L10 no backend, L11 a
+/// failed connection, L15 a refused request head, and L27 with status 499
+/// for a client that leaves before the answer (as nginx logs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_failure_is_logged_with_its_code() {
+    // A backend that stalls, to be left by the client.
+    let slow = TestBackend::start("slow-app").await;
+    slow.set_answer_for("/slow", common::backend::Answer::Stall);
+    let lb = LbBuilder::new()
+        .backends(&[slow.url()])
+        .env("HEALTH_CHECK_PATH", "/health")
+        .start()
+        .await;
+    let client = common::http_client();
+    lb.wait_proxying(&client).await;
+    let impatient = common::http_client_with_timeout(Duration::from_millis(500));
+    let left = common::send(
+        impatient
+            .get(lb.url_for("/slow"))
+            .header("X-Request-Id", "test-log-499"),
+    )
+    .await;
+    assert!(left.is_err(), "the client should have given up: {left:?}");
+    let refused = common::send(
+        client
+            .get(lb.url_for("/big"))
+            .header("X-Request-Id", "test-log-431")
+            .header("X-Big", "b".repeat(9 * 1024)),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(refused.status, 431);
+    wait_for_lines(&lb, &["test-log-499", "test-log-431"]).await;
+    let out = lb.stdout();
+    let gone = lines_with_id(&out, "test-log-499")[0];
+    println!("{gone}");
+    assert_eq!(field(gone, "at").as_deref(), Some("info"), "{gone}");
+    assert_eq!(field(gone, "code").as_deref(), Some("L27"), "{gone}");
+    assert_eq!(field(gone, "status").as_deref(), Some("499"), "{gone}");
+    let big = lines_with_id(&out, "test-log-431")[0];
+    println!("{big}");
+    assert_eq!(field(big, "code").as_deref(), Some("L15"), "{big}");
+    assert_eq!(field(big, "status").as_deref(), Some("431"), "{big}");
+
+    // The only backend refuses: a failed connection, then nothing to try.
+    slow.stop_listening().await;
+    let failed = common::send(
+        client
+            .get(lb.url_for("/down"))
+            .header("X-Request-Id", "test-log-l11"),
+    )
+    .await
+    .expect("answered");
+    assert!(failed.status >= 500);
+    wait_for_lines(&lb, &["test-log-l11"]).await;
+    let out = lb.stdout();
+    let l11 = lines_with_id(&out, "test-log-l11")[0];
+    println!("{l11}");
+    assert_eq!(field(l11, "code").as_deref(), Some("L11"), "{l11}");
+
+    // A pipeline with no app at all: nothing to send to.
+    let api = FakeHerokuApi::start(API_KEY);
+    let empty = api.add_pipeline("empty");
+    let lb = LbBuilder::pipeline(&api, empty.as_str()).start().await;
+    let none = common::send(
+        client
+            .get(lb.url_for("/none"))
+            .header("X-Request-Id", "test-log-l10"),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(none.status, 503);
+    wait_for_lines(&lb, &["test-log-l10"]).await;
+    let out = lb.stdout();
+    let l10 = lines_with_id(&out, "test-log-l10")[0];
+    println!("{l10}");
+    assert_eq!(field(l10, "code").as_deref(), Some("L10"), "{l10}");
+    assert_eq!(field(l10, "desc").as_deref(), Some("No backend available"));
 }
 
 /// With RUST_LOG=warn no at=info request line is written, while error lines still are.

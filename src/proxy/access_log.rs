@@ -1,83 +1,166 @@
-//! One logfmt line per request, in the manner of Heroku's router lines, so
-//! `heroku logs --tail` reads naturally:
-//! `at=info method=GET path="/cart" host=shop.example status=200 backend=https://shop-1.herokuapp.com app=shop-1 connect_ms=3 service_ms=41 bytes=512 request_id=… fwd="203.0.113.7"`.
+//! One logfmt line per request, with the field names and units of Heroku's
+//! router lines, so the queries operators already run on `heroku logs` and
+//! their log add-ons keep working:
+//! `at=info method=GET path="/cart" host=shop.example request_id=… fwd="203.0.113.7" dyno=web.1 connect=3ms service=41ms status=200 bytes=512 protocol=https backend=https://shop-1.herokuapp.com app=shop-1`.
 //!
-//! Written from the proxy's `logging` phase under the log target
-//! [`TARGET`] at info level (errors at error level), so `RUST_LOG` controls
-//! it like every other line. The path is logged without its query string,
-//! and no header but `Host` appears: `Authorization` and cookies never do.
+//! Failures carry a stable code and description in the router's style
+//! (`at=error code=L10 desc="No backend available"`), listed in
+//! [`LineCode`] and in README's table; a detail follows at the end. As
+//! Heroku's router does, unknown values are left empty (`connect=`).
+//! Written from the proxy's `logging` phase under the log target [`TARGET`]
+//! (errors at error level), so `RUST_LOG` controls it like every other line.
+//! The path is logged without its query string, and no header but `Host`
+//! appears: `Authorization` and cookies never do.
 
 use std::fmt::Write;
 
 /// The log target of request lines (`RUST_LOG=heroku_lb::access=warn` silences them).
 pub const TARGET: &str = "heroku_lb::access";
 
+/// The stable codes of request lines that did not simply succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineCode {
+    /// 503: no backend to send the request to.
+    NoBackend,
+    /// 502: every connection tried failed.
+    ConnectFailed,
+    /// 504: the backend did not answer in time.
+    Timeout,
+    /// 502: the backend closed, reset or garbled the exchange.
+    BackendError,
+    /// 502: the backend's answer broke our limits (a head over 64 KiB ...).
+    AnswerRefused,
+    /// 400/414/431: the request broke Heroku's limits or its framing.
+    RequestRefused,
+    /// Served, but by panic routing: no backend was fit.
+    PanicRouting,
+    /// 499: the client closed the connection before it got an answer.
+    ClientClosed,
+    /// 500: a fault of the balancer itself.
+    Internal,
+}
+
+impl LineCode {
+    pub fn code(self) -> &'static str {
+        match self {
+            LineCode::NoBackend => "L10",
+            LineCode::ConnectFailed => "L11",
+            LineCode::Timeout => "L12",
+            LineCode::BackendError => "L13",
+            LineCode::AnswerRefused => "L14",
+            LineCode::RequestRefused => "L15",
+            LineCode::PanicRouting => "L16",
+            LineCode::ClientClosed => "L27",
+            LineCode::Internal => "L99",
+        }
+    }
+
+    pub fn desc(self) -> &'static str {
+        match self {
+            LineCode::NoBackend => "No backend available",
+            LineCode::ConnectFailed => "Backend connection failed",
+            LineCode::Timeout => "Backend timeout",
+            LineCode::BackendError => "Backend error",
+            LineCode::AnswerRefused => "Backend answer refused",
+            LineCode::RequestRefused => "Request refused",
+            LineCode::PanicRouting => "Panic routing",
+            LineCode::ClientClosed => "Client closed request",
+            LineCode::Internal => "Internal error",
+        }
+    }
+
+    /// Whether a line with this code is at error level (`at=error`); the
+    /// others are served or not our fault (`at=info`, as the router's H27).
+    pub fn is_error(self) -> bool {
+        !matches!(self, LineCode::PanicRouting | LineCode::ClientClosed)
+    }
+}
+
 /// What one request line says.
 pub struct AccessRecord<'a> {
-    pub error: Option<&'a str>,
+    pub code: Option<LineCode>,
+    /// What happened, in a few words, for a line with a code.
+    pub detail: Option<&'a str>,
     pub method: &'a str,
     pub path: &'a str,
     pub host: &'a str,
-    pub status: u16,
-    pub backend: Option<&'a str>,
-    pub app: Option<&'a str>,
-    pub connect_ms: Option<u128>,
-    pub service_ms: u128,
-    pub bytes: usize,
     pub request_id: Option<&'a str>,
     pub fwd: &'a str,
+    /// The balancer's own dyno (`DYNO`), when on Heroku.
+    pub dyno: Option<&'a str>,
+    pub connect_ms: Option<u128>,
+    pub service_ms: u128,
+    pub status: u16,
+    pub bytes: usize,
+    /// `https` or `http`, as the client used it (trusted hops only).
+    pub protocol: &'a str,
+    pub backend: Option<&'a str>,
+    pub app: Option<&'a str>,
 }
 
 impl AccessRecord<'_> {
     /// The logfmt line.
     pub fn line(&self) -> String {
-        let mut line = String::with_capacity(256);
-        match self.error {
+        let mut line = String::with_capacity(320);
+        match self.code {
+            Some(code) => {
+                let at = if code.is_error() { "error" } else { "info" };
+                let _ = write!(
+                    line,
+                    "at={at} code={} desc=\"{}\"",
+                    code.code(),
+                    code.desc()
+                );
+            }
             None => line.push_str("at=info"),
-            Some(desc) => {
-                line.push_str("at=error desc=");
-                push_value(&mut line, desc);
-            }
         }
-        for (key, value) in [
-            ("method", self.method),
-            ("path", self.path),
-            ("host", self.host),
-        ] {
-            let _ = write!(line, " {key}=");
-            push_value(&mut line, value);
-        }
-        let _ = write!(line, " status={}", self.status);
-        line.push_str(" backend=");
-        push_value(&mut line, self.backend.unwrap_or("-"));
-        line.push_str(" app=");
-        push_value(&mut line, self.app.unwrap_or("-"));
-        match self.connect_ms {
-            Some(ms) => {
-                let _ = write!(line, " connect_ms={ms}");
-            }
-            None => line.push_str(" connect_ms=-"),
-        }
-        let _ = write!(line, " service_ms={} bytes={}", self.service_ms, self.bytes);
+        let _ = write!(line, " method={}", self.method);
+        line.push_str(" path=");
+        push_quoted(&mut line, self.path);
+        line.push_str(" host=");
+        push_value(&mut line, self.host);
         line.push_str(" request_id=");
-        push_value(&mut line, self.request_id.unwrap_or("-"));
+        push_value(&mut line, self.request_id.unwrap_or(""));
         line.push_str(" fwd=");
-        push_value(&mut line, self.fwd);
+        push_quoted(&mut line, self.fwd);
+        line.push_str(" dyno=");
+        push_value(&mut line, self.dyno.unwrap_or(""));
+        line.push_str(" connect=");
+        if let Some(ms) = self.connect_ms {
+            let _ = write!(line, "{ms}ms");
+        }
+        let _ = write!(
+            line,
+            " service={}ms status={} bytes={} protocol={}",
+            self.service_ms, self.status, self.bytes, self.protocol
+        );
+        line.push_str(" backend=");
+        push_value(&mut line, self.backend.unwrap_or(""));
+        line.push_str(" app=");
+        push_value(&mut line, self.app.unwrap_or(""));
+        if let Some(detail) = self.detail {
+            line.push_str(" detail=");
+            push_quoted(&mut line, detail);
+        }
         line
     }
 }
 
-/// A logfmt value: bare when safe, else quoted with `"` and `\` escaped;
-/// control characters are dropped so a line stays one line.
+/// A logfmt value: bare when safe (or empty), else quoted.
 fn push_value(line: &mut String, value: &str) {
-    let bare = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\');
+    let bare = value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\');
     if bare {
         line.push_str(value);
-        return;
+    } else {
+        push_quoted(line, value);
     }
+}
+
+/// A quoted logfmt value, `"` and `\` escaped; control characters are
+/// dropped so a line stays one line.
+fn push_quoted(line: &mut String, value: &str) {
     line.push('"');
     for c in value.chars().filter(|c| !c.is_control()) {
         if c == '"' || c == '\\' {
@@ -94,41 +177,77 @@ mod tests {
 
     fn record() -> AccessRecord<'static> {
         AccessRecord {
-            error: None,
+            code: None,
+            detail: None,
             method: "GET",
             path: "/cart",
             host: "shop.example",
-            status: 200,
-            backend: Some("https://shop-1.herokuapp.com"),
-            app: Some("shop-1"),
-            connect_ms: Some(3),
-            service_ms: 41,
-            bytes: 512,
             request_id: Some("abc-123"),
             fwd: "203.0.113.7",
+            dyno: Some("web.1"),
+            connect_ms: Some(3),
+            service_ms: 41,
+            status: 200,
+            bytes: 512,
+            protocol: "https",
+            backend: Some("https://shop-1.herokuapp.com"),
+            app: Some("shop-1"),
         }
     }
 
     #[test]
-    fn a_request_line_has_herokus_router_fields_in_order() {
+    fn a_request_line_has_herokus_router_fields_and_units_in_order() {
         assert_eq!(
             record().line(),
-            "at=info method=GET path=/cart host=shop.example status=200 \
-             backend=https://shop-1.herokuapp.com app=shop-1 connect_ms=3 service_ms=41 \
-             bytes=512 request_id=abc-123 fwd=203.0.113.7"
+            "at=info method=GET path=\"/cart\" host=shop.example request_id=abc-123 \
+             fwd=\"203.0.113.7\" dyno=web.1 connect=3ms service=41ms status=200 bytes=512 \
+             protocol=https backend=https://shop-1.herokuapp.com app=shop-1"
         );
+    }
+
+    #[test]
+    fn a_failure_carries_its_code_and_desc_first_and_unknowns_are_empty() {
+        let mut failed = record();
+        failed.code = Some(LineCode::NoBackend);
+        failed.detail = Some("no backend available");
+        failed.status = 503;
+        failed.connect_ms = None;
+        failed.backend = None;
+        failed.app = None;
+        failed.dyno = None;
+        let line = failed.line();
+        assert!(
+            line.starts_with("at=error code=L10 desc=\"No backend available\" method=GET"),
+            "{line}"
+        );
+        assert!(
+            line.contains(" dyno= connect= service=41ms status=503 "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(" backend= app= detail=\"no backend available\""),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn served_but_notable_lines_stay_at_info() {
+        let mut closed = record();
+        closed.code = Some(LineCode::ClientClosed);
+        closed.status = 499;
+        assert!(closed
+            .line()
+            .starts_with("at=info code=L27 desc=\"Client closed request\""));
     }
 
     #[test]
     fn odd_values_are_quoted_and_stay_on_one_line() {
         let mut odd = record();
         odd.path = "/a b\"c\n";
-        odd.error = Some("no backend available");
-        odd.backend = None;
+        odd.host = "h st";
         let line = odd.line();
-        assert!(line.starts_with("at=error desc=\"no backend available\""));
-        assert!(line.contains("path=\"/a b\\\"c\""));
-        assert!(line.contains("backend=-"));
+        assert!(line.contains("path=\"/a b\\\"c\""), "{line}");
+        assert!(line.contains("host=\"h st\""), "{line}");
         assert!(!line.contains('\n'));
     }
 }

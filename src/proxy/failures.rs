@@ -2,6 +2,7 @@
 //! that timed out, 502 for other upstream failures) and the few words its
 //! access line carries, without Pingora's decoration.
 
+use super::access_log::LineCode;
 use pingora::{Error, ErrorSource, ErrorType};
 
 /// A failed request in a few words for its access line: what happened and,
@@ -43,6 +44,44 @@ pub(super) fn error_status(e: &Error) -> u16 {
     }
 }
 
+/// The access line's code for a request that ended with `e`. `refused_answer`:
+/// we refused the backend's answer (its head broke our limits);
+/// `tries_failed`: earlier tries failed to connect, so a final "no other
+/// backend" is really a connection failure.
+pub(super) fn line_code(e: &Error, refused_answer: bool, tries_failed: bool) -> LineCode {
+    if refused_answer {
+        return LineCode::AnswerRefused;
+    }
+    match (e.esource(), e.etype()) {
+        (_, ErrorType::HTTPStatus(503)) if tries_failed => LineCode::ConnectFailed,
+        (_, ErrorType::HTTPStatus(503)) => LineCode::NoBackend,
+        (ErrorSource::Upstream, ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout) => {
+            LineCode::Timeout
+        }
+        (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            LineCode::Timeout
+        }
+        (
+            ErrorSource::Upstream,
+            ErrorType::ConnectRefused
+            | ErrorType::ConnectError
+            | ErrorType::ConnectNoRoute
+            | ErrorType::SocketError
+            | ErrorType::BindError
+            | ErrorType::TLSHandshakeFailure
+            | ErrorType::InvalidCert
+            | ErrorType::TLSWantX509Lookup,
+        ) => LineCode::ConnectFailed,
+        (ErrorSource::Upstream, _) => LineCode::BackendError,
+        (
+            ErrorSource::Downstream,
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError,
+        ) => LineCode::ClientClosed,
+        (ErrorSource::Downstream, _) => LineCode::RequestRefused,
+        (ErrorSource::Internal | ErrorSource::Unset, _) => LineCode::Internal,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +107,36 @@ mod tests {
         refused.esource = ErrorSource::Upstream;
         assert_eq!(error_status(&refused), 502);
         assert_eq!(error_status(&Error::new(ErrorType::HTTPStatus(503))), 503);
+    }
+
+    #[test]
+    fn each_failure_gets_its_stable_code() {
+        let upstream = |etype| {
+            let mut e = Error::new(etype);
+            e.esource = ErrorSource::Upstream;
+            e
+        };
+        let no_backend = Error::explain(ErrorType::HTTPStatus(503), "no backend available");
+        assert_eq!(line_code(&no_backend, false, false), LineCode::NoBackend);
+        assert_eq!(line_code(&no_backend, false, true), LineCode::ConnectFailed);
+        assert_eq!(
+            line_code(&upstream(ErrorType::ConnectRefused), false, false),
+            LineCode::ConnectFailed
+        );
+        assert_eq!(
+            line_code(&upstream(ErrorType::ReadTimedout), false, false),
+            LineCode::Timeout
+        );
+        assert_eq!(
+            line_code(&upstream(ErrorType::ConnectionClosed), false, false),
+            LineCode::BackendError
+        );
+        assert_eq!(
+            line_code(&upstream(ErrorType::InvalidHTTPHeader), true, false),
+            LineCode::AnswerRefused
+        );
+        let mut gone = Error::new(ErrorType::ConnectionClosed);
+        gone.esource = ErrorSource::Downstream;
+        assert_eq!(line_code(&gone, false, false), LineCode::ClientClosed);
     }
 }

@@ -34,12 +34,13 @@ pub use forwarded::{IpCidr, TrustedHops};
 use crate::backend::AppTarget;
 use crate::config::{Settings, UpstreamSettings};
 use crate::ejection::PassiveEjection;
+use crate::metrics::metrics;
 use crate::selection::{InFlight, Selector};
 use crate::status::StatusPage;
 use crate::sticky::StickyCookie;
-use access_log::AccessRecord;
+use access_log::{AccessRecord, LineCode};
 use async_trait::async_trait;
-use failures::{describe, error_status};
+use failures::{describe, error_status, line_code};
 use forwarded::{ClientView, ConnectionPeer};
 use hop_headers::{valid_request_id, RequestIds};
 use log::{debug, log, log_enabled, warn, Level};
@@ -65,6 +66,8 @@ pub struct AppProxy {
     /// Whose `X-Forwarded-*` headers are kept.
     trusted_hops: TrustedHops,
     rewrite_redirects: bool,
+    /// The balancer's own dyno (`DYNO`), for the access line.
+    dyno: Option<String>,
 }
 
 /// Per-request state.
@@ -95,6 +98,13 @@ pub struct RequestCtx {
     connect_failed: bool,
     /// What the last failed try ran into, for the access line.
     last_failure: Option<&'static str>,
+    /// We refused the request itself (Heroku's limits, framing).
+    refused_request: bool,
+    /// An `/_lb/` request, answered by the status page: not proxied, not
+    /// counted in the request metrics.
+    admin: bool,
+    /// The backend was chosen by panic routing.
+    panic_routed: bool,
     /// The TCP peer, carried across keep-alive requests on one connection.
     peer: Option<ConnectionPeer>,
     /// The client as this request describes it (set on first use).
@@ -129,6 +139,7 @@ impl AppProxy {
                 settings.dyno.is_some(),
             ),
             rewrite_redirects: settings.rewrite_redirects,
+            dyno: settings.dyno.clone(),
         }
     }
 
@@ -177,6 +188,9 @@ impl ProxyHttp for AppProxy {
             refused_answer: false,
             connect_failed: false,
             last_failure: None,
+            refused_request: false,
+            admin: false,
+            panic_routed: false,
             peer: None,
             client_view: None,
         }
@@ -209,6 +223,7 @@ impl ProxyHttp for AppProxy {
                 "refused request_id={} status={code} reason=\"{why}\"",
                 ctx.request_id.as_deref().unwrap_or("-")
             );
+            ctx.refused_request = true;
             // The framing may not be trusted: answer, then close.
             session.set_keepalive(None);
             session.respond_error(code).await?;
@@ -218,6 +233,7 @@ impl ProxyHttp for AppProxy {
             session.req_header_mut().remove_header("upgrade");
         }
         if self.status.owns(session.req_header().uri.path()) {
+            ctx.admin = true;
             return self.status.serve(session).await;
         }
         Ok(false)
@@ -258,6 +274,7 @@ impl ProxyHttp for AppProxy {
         ctx.target = Some(target);
         ctx.try_started = Some(Instant::now());
         ctx.connect_failed = false;
+        ctx.panic_routed = self.selector.in_panic();
         ctx.upstream_status = None;
         ctx.refused_answer = false;
         Ok(Box::new(peer))
@@ -374,6 +391,12 @@ impl ProxyHttp for AppProxy {
         ctx.connect_failed = true;
         ctx.last_failure = Some(e.etype().as_str());
         // Nothing was sent yet, so any request may go to another backend.
+        if retry {
+            metrics()
+                .retries
+                .with_label_values(&["connect_failed"])
+                .inc();
+        }
         e.set_retry(retry);
         e
     }
@@ -431,6 +454,11 @@ impl ProxyHttp for AppProxy {
         if !replayable || timed_out {
             e.set_retry(false);
         } else if ctx.tried.len() <= self.upstream.connect_retries {
+            metrics()
+                .retries
+                .with_label_values(&["failed_before_answer"])
+                .inc();
+            ctx.last_failure = Some(e.etype().as_str());
             e.set_retry(true);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -506,33 +534,62 @@ impl ProxyHttp for AppProxy {
         if let Some(target) = &ctx.target {
             target.metrics.count(ctx.upstream_status);
         }
-        let level = if e.is_some() {
-            Level::Error
-        } else {
-            Level::Info
+        let code = match e {
+            Some(e) => Some(line_code(e, ctx.refused_answer, ctx.last_failure.is_some())),
+            None if ctx.refused_request => Some(LineCode::RequestRefused),
+            None if ctx.panic_routed => Some(LineCode::PanicRouting),
+            None => None,
+        };
+        let status = match (session.response_written(), code) {
+            (Some(response), _) => response.status.as_u16(),
+            // nginx's 499: the client left before any answer.
+            (None, Some(LineCode::ClientClosed)) => 499,
+            (None, _) => 0,
+        };
+        let elapsed = ctx.started.elapsed();
+        if !ctx.admin {
+            let m = metrics();
+            m.request_duration.observe(elapsed.as_secs_f64());
+            // Answered by us rather than by an app: a refused request, or a
+            // failure before the app's answer.
+            let ours = ctx.refused_request || (e.is_some() && ctx.upstream_status.is_none());
+            if ours && (400..600).contains(&status) {
+                m.own_responses
+                    .with_label_values(&[status_label(status)])
+                    .inc();
+            }
+        }
+        let level = match code {
+            Some(code) if code.is_error() => Level::Error,
+            _ => Level::Info,
         };
         if !log_enabled!(target: access_log::TARGET, level) {
             return;
         }
         // The client as a trusted hop saw it, else the peer (`forwarded.rs`).
-        let fwd = self.client_view(session, ctx).client.clone();
-        let fwd = fwd.as_deref().unwrap_or("-");
+        let view = self.client_view(session, ctx);
+        let fwd = view.client.clone();
+        let protocol = view.scheme;
+        let fwd = fwd.as_deref().unwrap_or("");
         let request = session.req_header();
-        let host = header_str(request, "host").unwrap_or("-");
-        let description = e.map(|e| describe(e, ctx.last_failure));
+        let host = header_str(request, "host").unwrap_or("");
+        let detail = e.map(|e| describe(e, ctx.last_failure));
         let record = AccessRecord {
-            error: description.as_deref(),
+            code,
+            detail: detail.as_deref(),
             method: request.method.as_str(),
             path: request.uri.path(),
             host,
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
-            backend: ctx.target.as_ref().map(|target| target.url_text()),
-            app: ctx.target.as_ref().map(|target| target.name()),
-            connect_ms: ctx.connect_ms,
-            service_ms: ctx.started.elapsed().as_millis(),
-            bytes: session.body_bytes_sent(),
             request_id: ctx.request_id.as_deref(),
             fwd,
+            dyno: self.dyno.as_deref(),
+            connect_ms: ctx.connect_ms,
+            service_ms: elapsed.as_millis(),
+            status,
+            bytes: session.body_bytes_sent(),
+            protocol,
+            backend: ctx.target.as_ref().map(|target| target.url_text()),
+            app: ctx.target.as_ref().map(|target| target.name()),
         };
         log!(target: access_log::TARGET, level, "{}", record.line());
     }
@@ -587,6 +644,22 @@ fn strip_sticky_cookie(sticky: &StickyCookie, request: &mut RequestHeader) -> Re
         request.append_header("Cookie", value)?;
     }
     Ok(())
+}
+
+/// A status code as a metric label, without formatting on the request path.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        414 => "414",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "other",
+    }
 }
 
 /// A request header's value as text, if it is present and visible ASCII.
