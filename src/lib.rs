@@ -24,6 +24,7 @@
 //!   URLs in redirects and cookies, errors, per-request metrics.
 //! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
 //! - [`metrics`]: every Prometheus registration in one place.
+//! - [`shutdown`]: the log of what a graceful shutdown did to requests in flight.
 //! - [`demo`]: the embedded demo backends.
 //!
 //! - [`cli`]: `--version` and `--help`, before Pingora parses its own flags.
@@ -40,5 +41,6 @@ pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod selection;
+pub mod shutdown;
 pub mod status;
 pub mod sticky;

@@ -1,7 +1,10 @@
 //! Shutdown with the shipped `conf/pingora.yaml` (10 s grace, 5 s shutdown
 //! timeout), as on a Heroku restart: SIGTERM lets an in-flight request finish
-//! and exits 0 well before Heroku's SIGKILL 30 s later, while new
-//! connections are turned away; SIGINT exits at once.
+//! and exits 0 within grace + timeout, well before Heroku's SIGKILL 30 s
+//! later, while new connections are refused; a request longer than the grace
+//! period is cut, and the log says so; SIGINT exits at once. Each balancer
+//! gets a copy of the shipped file whose pid file and upgrade socket live in
+//! a temp dir of its own, so tests never share them.
 
 mod common;
 
@@ -18,6 +21,8 @@ use tokio::net::TcpStream;
 const SIGKILL_AFTER: Duration = Duration::from_secs(30);
 /// How long the slow backend takes to answer `/slow…`.
 const SLOW: Duration = Duration::from_secs(3);
+/// How long it takes to answer `/endless…`: longer than any grace period here.
+const ENDLESS: Duration = Duration::from_secs(60);
 
 fn shipped_conf() -> String {
     format!("{}/conf/pingora.yaml", env!("CARGO_MANIFEST_DIR"))
@@ -32,12 +37,44 @@ fn shipped_key(key: &str) -> u64 {
         .unwrap_or_else(|| panic!("conf/pingora.yaml has no numeric {key}"))
 }
 
-/// The balancer with the shipped config file itself (no test overrides of grace periods).
-fn with_shipped_conf() -> LbBuilder {
+/// The balancer with the shipped config file (no test overrides of grace
+/// periods), copied into `dir` with its pid file and upgrade socket there.
+fn with_shipped_conf(dir: &tempfile::TempDir) -> LbBuilder {
+    let text = std::fs::read_to_string(shipped_conf()).expect("read conf/pingora.yaml");
+    let own = |key: &str, line: &str| {
+        line.starts_with(&format!("{key}:")).then(|| {
+            format!(
+                "{key}: {}",
+                dir.path().join(format!("heroku-lb.{key}")).display()
+            )
+        })
+    };
+    let copy: Vec<String> = text
+        .lines()
+        .map(|line| {
+            own("pid_file", line)
+                .or_else(|| own("upgrade_sock", line))
+                .unwrap_or_else(|| line.to_string())
+        })
+        .collect();
+    assert!(copy
+        .iter()
+        .any(|l| l.contains(&dir.path().display().to_string())));
+    let path = dir.path().join("pingora.yaml");
+    std::fs::write(&path, copy.join("\n")).expect("write the conf copy");
     LbBuilder::new()
         .without_config_file()
         .arg("-c")
-        .arg(&shipped_conf())
+        .arg(&path.display().to_string())
+}
+
+/// Wait up to 5 s for a stdout line containing `needle`.
+async fn wait_for_line(lb: &LbProcess, needle: &str) {
+    let seen = common::poll_until(250, Duration::from_millis(20), || async {
+        lb.stdout().contains(needle)
+    })
+    .await;
+    assert!(seen, "no '{needle}' line; stdout:\n{}", lb.stdout());
 }
 
 /// A backend that answers paths starting with `/slow` after `SLOW`, and
@@ -78,6 +115,9 @@ async fn serve_one(mut stream: TcpStream, slow_seen: Arc<AtomicUsize>) {
     if path.starts_with("/slow") {
         slow_seen.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(SLOW).await;
+    } else if path.starts_with("/endless") {
+        slow_seen.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(ENDLESS).await;
     }
     let body = SlowBackend::NAME;
     let response = format!(
@@ -142,7 +182,11 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_si
     );
 
     let backend = SlowBackend::start().await;
-    let mut lb = with_shipped_conf().backends(&[backend.url()]).start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut lb = with_shipped_conf(&dir)
+        .backends(&[backend.url()])
+        .start()
+        .await;
     let client = common::http_client_with_timeout(SIGKILL_AFTER);
     lb.wait_proxying(&client).await;
 
@@ -154,15 +198,15 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_si
         || async { backend.slow_seen() > 0 },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let signalled = Instant::now();
     lb.terminate();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_line(&lb, "SIGTERM received").await;
+    wait_for_line(&lb, "shutdown: 1 requests in flight").await;
     let late = try_new_connection(lb.port()).await;
-    assert!(
-        !late.as_deref().unwrap_or("").starts_with("HTTP/1.1 200"),
-        "a connection opened after SIGTERM was served: {late:?}"
+    assert_eq!(
+        late, None,
+        "a connection opened after SIGTERM must be refused, not accepted"
     );
 
     let reply = slow_request
@@ -202,23 +246,78 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_si
         lb.stdout(),
         lb.stderr()
     );
-    let shutdown_lines: Vec<_> = lb
-        .stdout()
+    let budget = Duration::from_secs(grace + timeout + 1);
+    assert!(
+        exited_after <= budget,
+        "exited {exited_after:?} after SIGTERM, over grace + timeout + 1 s = {budget:?}"
+    );
+    let stdout = lb.stdout();
+    assert!(
+        stdout.contains("shutdown: every in-flight request finished"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("are cut"), "{stdout}");
+}
+
+/// A request longer than the grace period is cut when the grace period
+/// ends, the client sees its connection end, and the log names the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_the_grace_period_is_cut_and_the_cut_is_logged() {
+    let backend = SlowBackend::start().await;
+    // The test default: 1 s grace, 1 s shutdown timeout.
+    let mut lb = LbBuilder::new().backends(&[backend.url()]).start().await;
+    let client = common::http_client_with_timeout(SIGKILL_AFTER);
+    lb.wait_proxying(&client).await;
+    let endless = tokio::spawn(common::send(client.get(lb.url_for("/endless-export"))));
+    common::wait_until(
+        "the endless request to reach the backend",
+        100,
+        Duration::from_millis(20),
+        || async { backend.slow_seen() > 0 },
+    )
+    .await;
+    let signalled = Instant::now();
+    lb.terminate();
+    let status = wait_exit(&mut lb, Duration::from_secs(10)).await;
+    let exited_after = signalled.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?} after {exited_after:?}; stdout:\n{}",
+        lb.stdout()
+    );
+    assert!(exited_after <= Duration::from_secs(3), "{exited_after:?}");
+    let outcome = endless.await.expect("the request task did not panic");
+    assert!(
+        outcome.as_ref().map_or(true, |reply| reply.status != 200),
+        "the cut request got a whole answer: {outcome:?}"
+    );
+    let stdout = lb.stdout();
+    let cut: Vec<&str> = stdout
         .lines()
         .filter(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("sigterm") || l.contains("grace") || l.contains("exit")
+            l.contains("shutdown: the grace period ends; 1 requests still in flight are cut")
         })
-        .map(str::to_string)
         .collect();
-    println!("shutdown log:\n{}", shutdown_lines.join("\n"));
+    assert_eq!(cut.len(), 1, "{stdout}");
+    assert!(
+        cut[0].contains(&format!(
+            "apps=\"{}",
+            backend.url().trim_start_matches("http://")
+        )),
+        "{}",
+        cut[0]
+    );
 }
 
 /// SIGINT is a fast shutdown: the process exits within 3 s, without the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_at_once_without_the_grace_period() {
     let backend = SlowBackend::start().await;
-    let mut lb = with_shipped_conf().backends(&[backend.url()]).start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut lb = with_shipped_conf(&dir)
+        .backends(&[backend.url()])
+        .start()
+        .await;
     lb.wait_proxying(&common::http_client()).await;
 
     let signalled = Instant::now();
