@@ -763,33 +763,50 @@ async fn a_steady_round_costs_at_most_two_requests_with_herokus_headers() {
     let client = common::http_client();
     let serving: Vec<&TestBackend> = backends.iter().collect();
     wait_serving(&lb, &client, &serving).await;
-    // Let the round that found the apps finish and one steady round start.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Steady state: a revalidating couplings request shows the rounds that
+    // found the apps are over (an event, not a sleep).
+    common::wait_until(
+        "a steady discovery round",
+        100,
+        Duration::from_millis(50),
+        || async {
+            api.requests()
+                .iter()
+                .any(|r| is_couplings(r) && r.header("if-none-match").is_some())
+        },
+    )
+    .await;
 
     let mark = api.mark();
     let window = Instant::now();
     common::wait_until(
-        "twelve steady discovery rounds",
-        120,
+        "thirteen steady discovery rounds",
+        160,
         Duration::from_millis(50),
         || async {
             api.requests_since(mark)
                 .iter()
                 .filter(|r| is_couplings(r))
                 .count()
-                >= 13
+                >= 14
         },
     )
     .await;
-    // Cut at the 13th couplings request: 12 whole rounds before it.
+    // The mark may fall inside a round: start at the first round that
+    // begins after it, and cut at the 13th: 12 whole rounds.
     let all = api.requests_since(mark);
+    let first = all
+        .iter()
+        .position(is_couplings)
+        .expect("a couplings request after the mark");
+    let all = &all[first..];
     let cut = all
         .iter()
         .enumerate()
         .filter(|(_, r)| is_couplings(r))
         .nth(12)
         .map(|(i, _)| i)
-        .unwrap();
+        .expect("thirteen couplings requests");
     let requests = &all[..cut];
     let couplings = requests.iter().filter(|r| is_couplings(r)).count();
     eprintln!(

@@ -502,7 +502,7 @@ mod tests {
         pins.insert("two.test".to_string(), "127.0.0.1".parse().expect("ip"));
         let discovery = AppDiscovery::new(
             Box::new(Shared(Arc::clone(&source))),
-            NameResolver::new(pins),
+            NameResolver::offline(pins),
             Duration::from_secs(60),
             None,
         );

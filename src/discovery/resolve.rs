@@ -17,15 +17,30 @@ use std::time::Duration;
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Resolves backend URLs to socket addresses.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NameResolver {
     pins: HashMap<String, IpAddr>,
+    /// Off in unit tests: a name without a pin fails at once, never asking
+    /// the system resolver (no test depends on this machine's DNS).
+    system_dns: bool,
 }
 
 impl NameResolver {
     /// A resolver that answers pinned hostnames from `pins` and others from the system resolver.
     pub fn new(pins: HashMap<String, IpAddr>) -> Self {
-        NameResolver { pins }
+        NameResolver {
+            pins,
+            system_dns: true,
+        }
+    }
+
+    /// A resolver that knows only `pins` and IP literals: for unit tests.
+    #[cfg(test)]
+    pub(crate) fn offline(pins: HashMap<String, IpAddr>) -> Self {
+        NameResolver {
+            pins,
+            system_dns: false,
+        }
     }
 
     /// The address to connect to for `url`: its IP literal, its pin, or the
@@ -36,6 +51,9 @@ impl NameResolver {
         }
         if let Some(ip) = self.pins.get(url.host()) {
             return Ok(SocketAddr::new(*ip, url.port()));
+        }
+        if !self.system_dns {
+            return Err(format!("{} is not pinned (system DNS off)", url.host()));
         }
         let lookup = tokio::net::lookup_host((url.host(), url.port()));
         let addrs: Vec<SocketAddr> = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
@@ -80,7 +98,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_name_is_an_error_not_a_panic() {
-        let resolver = NameResolver::default();
+        let resolver = NameResolver::offline(HashMap::new());
         let url = BackendUrl::parse("http://no-such-host.invalid").expect("url");
         assert!(resolver.resolve(&url).await.is_err());
     }
