@@ -183,7 +183,8 @@ async fn slowloris_clients_do_not_delay_other_clients() {
         let took = t.elapsed();
         slowest = slowest.max(took);
         match reply {
-            Ok(reply) if reply.status == 200 && took < Duration::from_millis(500) => {}
+            // A worker held by a slowloris would delay it by seconds.
+            Ok(reply) if reply.status == 200 && took < Duration::from_millis(1500) => {}
             other => problems.push(format!("{url}: {other:?} after {took:?}")),
         }
         sent += 1;
@@ -428,7 +429,7 @@ async fn a_thousand_idle_keep_alive_connections_do_not_slow_new_requests() {
         slowest = slowest.max(took);
         assert_eq!(reply.status, 200, "{reply:?}");
         assert!(
-            took < Duration::from_millis(500),
+            took < Duration::from_millis(1500),
             "request {i} took {took:?} with {count} idle connections open"
         );
     }
