@@ -124,6 +124,59 @@ async fn four_hundred_fifty_apps_are_found_through_every_paged_list() {
     assert_eq!(snapshot["discovery"]["failed_rounds"], 0, "{}", lb.output());
 }
 
+/// 1,001 apps against the fake's own page size (the 1,000 the balancer
+/// asks for): the second page of couplings and of `POST /filters/apps` is
+/// followed, and every app discovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_past_one_page_of_a_thousand_couplings_is_found_whole() {
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("huge");
+    let mut hosts = Vec::new();
+    for i in 0..1001 {
+        let name = format!("app-{i:04}");
+        let host = format!("{name}.page.test");
+        api.add_app(AppFixture::new(
+            &name,
+            &pipeline,
+            &format!("http://{host}/"),
+        ));
+        hosts.push(host);
+    }
+    let pins: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "127.0.0.1")).collect();
+    let lb = LbBuilder::pipeline(&api, pipeline.as_str())
+        .env("DISCOVERY_INTERVAL", "2")
+        .env("HEALTH_CHECK_INTERVAL", "60")
+        .resolve(&pins)
+        .start()
+        .await;
+    let client = common::http_client();
+    let took = wait_status(
+        &client,
+        &lb,
+        "1,001 apps known",
+        Duration::from_secs(40),
+        |s| s["backends_total"] == 1001,
+    )
+    .await;
+    let requests = api.requests();
+    let couplings: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/pipeline-couplings"))
+        .collect();
+    println!(
+        "1,001 apps known {took:?} after listening, {} API requests",
+        requests.len()
+    );
+    assert!(couplings.len() >= 2, "one page of couplings only");
+    assert!(
+        couplings[1]
+            .header("range")
+            .is_some_and(|range| range.starts_with("id ]")),
+        "the second page asks from the first page's last id: {:?}",
+        couplings[1].header("range")
+    );
+}
+
 /// A coupled app the API leaves out of `POST /filters/apps` is logged once by
 /// id and left out; the others are served, and their details still refresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,21 +3,19 @@
 //! so a slow app stops collecting a full share of the traffic; the in-flight
 //! counts that `/_lb/status` and `/_lb/metrics` show fall back to 0 however
 //! requests end; and a policy the balancer does not know stops it at start.
-//! The shared test backend answers at once, so the slow apps here are small
-//! HTTP/1.1 keep-alive servers defined in this file.
+//! The slow apps are `common::slow_backend`, answering health checks at once.
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
 use common::heroku_api::{AppFixture, FakeHerokuApi};
 use common::lb::{LbBuilder, LbExit, LbProcess, EXIT_TIMEOUT};
-use common::raw_backend::{named_ok, serve_keep_alive, RawServer};
+use common::slow_backend::SlowBackend;
 use common::status::{status, wait_healthy};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 /// Path of the health checks; the slow backends answer it at once.
@@ -36,72 +34,6 @@ const RUN: Duration = Duration::from_secs(4);
 const PAUSE: Duration = Duration::from_millis(20);
 /// The Platform API key of the pipeline test.
 const KEY: &str = "hrku-least-connections-test-key";
-
-/// An HTTP/1.1 keep-alive backend that answers every request, except health
-/// checks, after `delay`: 200, its name as the body, and `x-test-backend`.
-/// It records the path of every request it read. Dropping it stops it.
-struct SlowBackend {
-    name: String,
-    paths: Arc<Mutex<Vec<String>>>,
-    server: RawServer,
-}
-
-impl SlowBackend {
-    async fn start(name: &str, delay: Duration) -> SlowBackend {
-        let paths = Arc::new(Mutex::new(Vec::new()));
-        let server = RawServer::start({
-            let name = name.to_string();
-            let paths = Arc::clone(&paths);
-            move |stream| serve_connection(stream, name.clone(), delay, Arc::clone(&paths))
-        })
-        .await;
-        SlowBackend {
-            name: name.to_string(),
-            paths,
-            server,
-        }
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `http://127.0.0.1:PORT`
-    fn url(&self) -> String {
-        self.server.url()
-    }
-
-    /// Requests whose path starts with `prefix`, counted when they arrived
-    /// (answered or not).
-    fn count_to(&self, prefix: &str) -> usize {
-        self.paths
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|path| path.starts_with(prefix))
-            .count()
-    }
-}
-
-/// Answer requests one after another on one connection until the peer closes it.
-async fn serve_connection(
-    stream: TcpStream,
-    name: String,
-    delay: Duration,
-    paths: Arc<Mutex<Vec<String>>>,
-) {
-    serve_keep_alive(stream, |head| {
-        let (name, paths) = (name.clone(), Arc::clone(&paths));
-        async move {
-            paths.lock().unwrap().push(head.path.clone());
-            if !head.path.starts_with(HEALTH_PATH) {
-                tokio::time::sleep(delay).await;
-            }
-            named_ok(&name, "")
-        }
-    })
-    .await
-}
 
 /// A static-mode balancer over `urls` with `policy`, checking `/health` every 0.5 s.
 fn balancer(urls: &[String], policy: &str) -> LbBuilder {
@@ -211,7 +143,7 @@ async fn closed_loop_load(
 /// With 20 clients for 4 s, least connections sends a backend that takes 1 s at most a third of what round robin sends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_sends_a_slow_backend_at_most_a_third_of_its_round_robin_share() {
-    let slow = SlowBackend::start("slow", SLOW).await;
+    let slow = SlowBackend::all_but_checks("slow", SLOW, HEALTH_PATH).await;
     let fast = TestBackend::start_many("fast", 2).await;
     let urls = vec![slow.url(), fast[0].url(), fast[1].url()];
     let client = common::http_client();
@@ -271,7 +203,7 @@ async fn least_connections_sends_a_slow_backend_at_most_a_third_of_its_round_rob
 /// After load, clients that leave mid-request and a backend that refuses, every in_flight in status and metrics is back to 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_counts_return_to_zero_however_requests_end() {
-    let slow = SlowBackend::start("slow", SLOW).await;
+    let slow = SlowBackend::all_but_checks("slow", SLOW, HEALTH_PATH).await;
     let fast = TestBackend::start_many("fast", 2).await;
     let urls = vec![slow.url(), fast[0].url(), fast[1].url()];
     let client = common::http_client();
@@ -408,7 +340,7 @@ async fn in_flight_counts_return_to_zero_however_requests_end() {
 /// A client that gives up while a slow backend works on its request is neither re-sent to another backend nor a reason to eject that backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_gives_up_is_not_resent_elsewhere_and_does_not_eject_its_backend() {
-    let slow = SlowBackend::start("slow", SLOW).await;
+    let slow = SlowBackend::all_but_checks("slow", SLOW, HEALTH_PATH).await;
     let fast = TestBackend::start("fast").await;
     let client = common::http_client();
     let lb = balancer(&[slow.url(), fast.url()], "least_connections")
@@ -483,8 +415,10 @@ async fn a_client_that_gives_up_is_not_resent_elsewhere_and_does_not_eject_its_b
 async fn least_connections_divides_in_flight_requests_by_dyno_weight() {
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("shop");
-    let heavy = SlowBackend::start("three-dynos", Duration::from_millis(50)).await;
-    let light = SlowBackend::start("one-dyno", Duration::from_millis(50)).await;
+    let heavy =
+        SlowBackend::all_but_checks("three-dynos", Duration::from_millis(50), HEALTH_PATH).await;
+    let light =
+        SlowBackend::all_but_checks("one-dyno", Duration::from_millis(50), HEALTH_PATH).await;
     api.add_app(
         AppFixture::new("three-dynos", &pipeline, &format!("{}/", heavy.url()))
             .web_quantity(Some(3)),

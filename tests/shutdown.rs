@@ -8,12 +8,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::lb::{LbBuilder, LbProcess};
-use common::raw_backend::{read_head, RawServer};
+use common::slow_backend::SlowBackend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -23,6 +21,8 @@ const SIGKILL_AFTER: Duration = Duration::from_secs(30);
 const SLOW: Duration = Duration::from_secs(3);
 /// How long it takes to answer `/endless…`: longer than any grace period here.
 const ENDLESS: Duration = Duration::from_secs(60);
+/// The slow backend's name, and so its answers' body.
+const SLOW_APP: &str = "slow-app";
 
 fn shipped_conf() -> String {
     format!("{}/conf/pingora.yaml", env!("CARGO_MANIFEST_DIR"))
@@ -77,55 +77,24 @@ async fn wait_for_line(lb: &LbProcess, needle: &str) {
     assert!(seen, "no '{needle}' line; stdout:\n{}", lb.stdout());
 }
 
-/// A backend that answers paths starting with `/slow` after `SLOW`, and
-/// everything else (health checks, warm-up) at once; one request per
-/// connection, `Connection: close`.
-struct SlowBackend {
-    slow_seen: Arc<AtomicUsize>,
-    server: RawServer,
+/// A backend that answers `/slow…` after `SLOW`, `/endless…` after
+/// `ENDLESS`, and everything else (health checks, warm-up) at once.
+async fn slow_app() -> SlowBackend {
+    SlowBackend::start(SLOW_APP, |path| {
+        if path.starts_with("/slow") {
+            Some(SLOW)
+        } else if path.starts_with("/endless") {
+            Some(ENDLESS)
+        } else {
+            None
+        }
+    })
+    .await
 }
 
-impl SlowBackend {
-    const NAME: &'static str = "slow-app";
-
-    async fn start() -> SlowBackend {
-        let slow_seen = Arc::new(AtomicUsize::new(0));
-        let server = RawServer::start({
-            let seen = slow_seen.clone();
-            move |stream| serve_one(stream, seen.clone())
-        })
-        .await;
-        SlowBackend { slow_seen, server }
-    }
-
-    fn url(&self) -> String {
-        self.server.url()
-    }
-
-    fn slow_seen(&self) -> usize {
-        self.slow_seen.load(Ordering::SeqCst)
-    }
-}
-
-async fn serve_one(mut stream: TcpStream, slow_seen: Arc<AtomicUsize>) {
-    let Some(request_line) = read_head(&mut stream).await else {
-        return;
-    };
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-    if path.starts_with("/slow") {
-        slow_seen.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(SLOW).await;
-    } else if path.starts_with("/endless") {
-        slow_seen.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(ENDLESS).await;
-    }
-    let body = SlowBackend::NAME;
-    let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+/// Requests that reached the backend and wait there.
+fn waiting(backend: &SlowBackend) -> usize {
+    backend.count_to("/slow") + backend.count_to("/endless")
 }
 
 /// Wait up to `timeout` for the balancer to exit, without blocking the runtime.
@@ -181,7 +150,7 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_si
         "the shipped shutdown budget {grace} s + {timeout} s does not fit in Heroku's 30 s"
     );
 
-    let backend = SlowBackend::start().await;
+    let backend = slow_app().await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut lb = with_shipped_conf(&dir)
         .backends(&[backend.url()])
@@ -195,7 +164,7 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_si
         "the slow request to reach the backend",
         100,
         Duration::from_millis(20),
-        || async { backend.slow_seen() > 0 },
+        || async { waiting(&backend) > 0 },
     )
     .await;
 
@@ -220,9 +189,9 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_si
         });
     let answered_after = signalled.elapsed();
     assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(reply.body, SlowBackend::NAME);
+    assert_eq!(reply.body, SLOW_APP);
     assert_eq!(
-        backend.slow_seen(),
+        waiting(&backend),
         1,
         "the slow request was retried or duplicated"
     );
@@ -263,7 +232,7 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_si
 /// ends, the client sees its connection end, and the log names the cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_longer_than_the_grace_period_is_cut_and_the_cut_is_logged() {
-    let backend = SlowBackend::start().await;
+    let backend = slow_app().await;
     // The test default: 1 s grace, 1 s shutdown timeout.
     let mut lb = LbBuilder::new().backends(&[backend.url()]).start().await;
     let client = common::http_client_with_timeout(SIGKILL_AFTER);
@@ -273,7 +242,7 @@ async fn a_request_longer_than_the_grace_period_is_cut_and_the_cut_is_logged() {
         "the endless request to reach the backend",
         100,
         Duration::from_millis(20),
-        || async { backend.slow_seen() > 0 },
+        || async { waiting(&backend) > 0 },
     )
     .await;
     let signalled = Instant::now();
@@ -312,7 +281,7 @@ async fn a_request_longer_than_the_grace_period_is_cut_and_the_cut_is_logged() {
 /// SIGINT is a fast shutdown: the process exits within 3 s, without the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_at_once_without_the_grace_period() {
-    let backend = SlowBackend::start().await;
+    let backend = slow_app().await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut lb = with_shipped_conf(&dir)
         .backends(&[backend.url()])

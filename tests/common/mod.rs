@@ -1,6 +1,6 @@
 //! Shared fixtures for the integration tests: the balancer as a child process
 //! (`lb`), plain HTTP backends (`backend`), hand-written HTTP/1.1 backends
-//! (`raw_backend`), a TLS router shared by several apps (`router`), the fake
+//! (`raw_backend`), backends that answer after a chosen delay (`slow_backend`), a TLS router shared by several apps (`router`), the fake
 //! Platform API (`heroku_api`), readers of `/_lb/status` and `/_lb/metrics`
 //! (`status`) and of the shipped Dockerfile (`dockerfile`), plus the small
 //! helpers below.
@@ -16,6 +16,7 @@ pub mod heroku_api;
 pub mod lb;
 pub mod raw_backend;
 pub mod router;
+pub mod slow_backend;
 pub mod status;
 
 use std::future::Future;
