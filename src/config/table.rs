@@ -314,6 +314,27 @@ mod tests {
         }
     }
 
+    /// Every field of the file's section (`file.rs`) is a row, and every
+    /// section key of the table a field: a new key cannot miss its variable.
+    #[test]
+    fn every_key_of_the_section_has_a_row() {
+        let fields: std::collections::BTreeSet<&str> = include_str!("file.rs")
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("pub "))
+            .filter_map(|line| line.split_once(": Option<"))
+            .map(|(name, _)| name)
+            .collect();
+        let keys: std::collections::BTreeSet<&str> = SETTINGS
+            .iter()
+            .filter_map(|setting| match setting.key {
+                Key::Section(key) => Some(key),
+                _ => None,
+            })
+            .collect();
+        assert!(fields.len() > 20, "file.rs fields not found: {fields:?}");
+        assert_eq!(fields, keys);
+    }
+
     /// New variables follow one rule: `LB_` plus the key in upper case.
     #[test]
     fn variables_are_named_after_their_key() {
