@@ -6,7 +6,7 @@
 //! these two flags print their text and exit 0 before Pingora sees the
 //! command line. Everything else goes to Pingora unchanged.
 
-use crate::config::env;
+use crate::config::table::SETTINGS;
 
 /// `heroku-lb 0.2.0 (commit abc123def456)`
 pub fn version() -> String {
@@ -34,8 +34,13 @@ pub fn help() -> String {
         version(),
         env!("CARGO_PKG_DESCRIPTION"),
     );
-    for (name, meaning) in env::DESCRIBED {
-        text.push_str(&format!("    {name:<26}{meaning}\n"));
+    for setting in SETTINGS {
+        let meaning = setting.meaning.replace('`', "");
+        let default = match setting.default {
+            "" => String::new(),
+            default => format!(" [default: {default}]"),
+        };
+        text.push_str(&format!("    {:<38}{meaning}{default}\n", setting.var));
     }
     text.push_str(
         "\nRun with nothing configured for a demo on :8080 with three local backends.\n\
@@ -79,7 +84,7 @@ mod tests {
         for flag in ["--conf", "--test", "--daemon", "--upgrade", "--version"] {
             assert!(text.contains(flag), "{flag}");
         }
-        for name in env::ALL {
+        for name in crate::config::env::ALL {
             assert!(text.contains(name), "{name} missing from --help");
         }
     }

@@ -42,6 +42,9 @@ fn main() {
         Ok(loaded) => loaded,
         Err(error) => fail(&format!("configuration error: {error}")),
     };
+    for warning in &settings.warnings {
+        warn!("{warning}");
+    }
     // The file is already read; Pingora gets the parsed conf, not the path.
     opt.conf = None;
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);

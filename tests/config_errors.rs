@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::lb::{assert_fails_naming, LbBuilder, EXIT_TIMEOUT};
+use common::lb::{assert_fails_naming, LbBuilder, LbExit, EXIT_TIMEOUT};
 
 /// A builder with one valid backend, so only the case under test is wrong.
 fn with_a_backend() -> LbBuilder {
@@ -120,4 +120,71 @@ fn a_bad_rewrite_redirects_value_is_named() {
             .arg("-t"),
         "LB_REWRITE_REDIRECTS",
     );
+}
+
+/// `heroku-lb -t` exits with code 2 and names `culprit` in stderr.
+fn assert_test_mode_exits_2_naming(builder: LbBuilder, culprit: &str) -> LbExit {
+    let exit = assert_fails_naming(builder.arg("-t"), culprit);
+    assert_eq!(
+        exit.status.code(),
+        Some(2),
+        "expected exit code 2; stderr:\n{}",
+        exit.stderr
+    );
+    exit
+}
+
+/// `-t` on a file that is not valid YAML, or that does not exist, exits 2 and names the file.
+#[test]
+fn test_mode_exits_2_naming_a_bad_file() {
+    let exit = assert_test_mode_exits_2_naming(
+        with_a_backend().config("health_check_path", "[unclosed"),
+        "heroku-lb.yaml",
+    );
+    assert!(exit.stderr.contains("not valid YAML"), "{}", exit.stderr);
+    assert_test_mode_exits_2_naming(
+        with_a_backend()
+            .without_config_file()
+            .arg("-c")
+            .arg("/nonexistent/heroku-lb.yaml"),
+        "/nonexistent/heroku-lb.yaml",
+    );
+}
+
+/// `-t` with a bad value in a variable, old or new, exits 2 and names the variable.
+#[test]
+fn test_mode_exits_2_naming_a_bad_variable() {
+    for (name, value) in [
+        ("HEALTH_CHECK_INTERVAL", "often"),
+        ("LB_CONNECT_TIMEOUT_SECONDS", "soon"),
+        ("LB_HEALTH_CHECK_STATUSES", "2xx,6xx"),
+        ("LB_THREADS", "0"),
+        // Over Heroku's shutdown budget once it overrides the file's value.
+        ("LB_GRACE_PERIOD_SECONDS", "60"),
+    ] {
+        assert_test_mode_exits_2_naming(with_a_backend().env(name, value), name);
+    }
+}
+
+/// `-t` with an unknown key in the heroku_lb section exits 2 and names the key.
+#[test]
+fn test_mode_exits_2_naming_an_unknown_key() {
+    assert_test_mode_exits_2_naming(
+        with_a_backend().config("conect_timeout_seconds", "1"),
+        "conect_timeout_seconds",
+    );
+}
+
+/// A variable overrides the file's key: `-t` accepts LB_CONNECT_TIMEOUT_SECONDS
+/// over a file value it would refuse, and LB_THREADS over the file's threads.
+#[test]
+fn test_mode_accepts_a_variable_over_a_bad_key() {
+    let exit = with_a_backend()
+        .config("connect_timeout_seconds", "-1")
+        .env("LB_CONNECT_TIMEOUT_SECONDS", "2")
+        .server_config("threads", "0")
+        .env("LB_THREADS", "2")
+        .arg("-t")
+        .run_to_exit(EXIT_TIMEOUT);
+    assert!(exit.status.success(), "{}", exit.stderr);
 }

@@ -2,7 +2,7 @@
 //! the files the runtime stage COPYs laid out under a tempdir "image root",
 //! the CMD's arguments with their image paths rewritten into that root, the
 //! WORKDIR as the current directory, an environment of only `PATH`, `PORT`
-//! and variables app.json declares, and (when the tests run as root) an
+//! and config vars heroku-lb reads, and (when the tests run as root) an
 //! unprivileged uid/gid, as Heroku never runs a container as root.
 
 mod common;
@@ -143,10 +143,10 @@ fn assert_usable_by_others(path: &Path) {
 }
 
 /// The declared variables of app.json's `env`.
-fn app_json_declares(name: &str) -> bool {
-    let text = std::fs::read_to_string(repo().join("app.json")).expect("read app.json");
-    let app: serde_json::Value = serde_json::from_str(&text).expect("app.json is JSON");
-    app["env"].get(name).is_some()
+/// A config var a user can set on Heroku: a variable in the code's settings
+/// table (app.json's form asks only some of them).
+fn is_config_var(name: &str) -> bool {
+    heroku_lb::config::table::setting(name).is_some()
 }
 
 /// Kills the child if the test panics before reaping it.
@@ -224,14 +224,14 @@ async fn the_dockerfile_cmd_proxies_as_an_unprivileged_user_and_exits_cleanly_on
         "CMD's config file {conf} is not in the image root: the COPY lines do not put it there"
     );
 
-    // Only PATH, PORT and variables app.json declares.
+    // Only PATH, PORT and config vars heroku-lb reads.
     let port = common::free_port();
     let declared = [
         ("LB_BACKENDS", backend.url()),
         ("LB_LISTEN_HOST", "127.0.0.1".to_string()),
     ];
     for (name, _) in &declared {
-        assert!(app_json_declares(name), "app.json does not declare {name}");
+        assert!(is_config_var(name), "heroku-lb reads no variable {name}");
     }
     let binary = Path::new(env!("CARGO_BIN_EXE_heroku-lb"));
     let mut command = Command::new(binary);

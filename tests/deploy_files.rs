@@ -1,7 +1,8 @@
 //! The files Heroku reads to build and run the container app, checked
-//! against what the code needs: `app.json` (the Deploy button) declares
-//! exactly the variables `heroku_lb::config::env` reads, with values the
-//! balancer accepts; `heroku.yml` builds `web` from the Dockerfile; the
+//! against what the code needs: `app.json` (the Deploy button) asks exactly
+//! the variables `heroku_lb::config::table` marks as on the form, few of them
+//! required, with values the balancer accepts in pipeline and static mode, and
+//! lands on the status page; `heroku.yml` builds `web` from the Dockerfile; the
 //! Dockerfile runs the binary, as a non-root user, with a config path that
 //! exists in the image. Files are read from the repository root.
 
@@ -13,7 +14,8 @@ use std::process::Command;
 
 use common::dockerfile::{copy_parts, dockerfile, last, read_repo_file, repo, repo_source_of};
 use common::lb::{LbBuilder, LbExit, EXIT_TIMEOUT};
-use heroku_lb::config::env::{ALL, SET_BY_HEROKU};
+use heroku_lb::config::env::SET_BY_HEROKU;
+use heroku_lb::config::table::{setting, SETTINGS};
 use serde_json::Value;
 
 fn app_json() -> Value {
@@ -37,13 +39,18 @@ fn non_empty_str<'a>(object: &'a Value, key: &str, what: &str) -> &'a str {
     value
 }
 
-/// The variables heroku-lb reads that a user sets (Heroku sets the rest).
-fn user_settable_vars() -> BTreeSet<&'static str> {
-    ALL.iter()
-        .copied()
-        .filter(|name| !SET_BY_HEROKU.contains(name))
+/// The variables the code's table puts on the Deploy button's form.
+fn form_vars() -> BTreeSet<&'static str> {
+    SETTINGS
+        .iter()
+        .filter(|setting| setting.on_form)
+        .map(|setting| setting.var)
         .collect()
 }
+
+/// What a user must fill in to choose where the backends come from; none may
+/// be required, or one of the two modes could not be chosen from the form.
+const SOURCE_VARS: [&str; 3] = ["HEROKU_API_KEY", "PIPELINE_IDENTIFIER", "LB_BACKENDS"];
 
 /// The balancer run as Heroku would run it with `-t`: the shipped config
 /// file, no listen-host override, `DYNO` set.
@@ -119,21 +126,31 @@ fn app_json_describes_a_container_app_with_one_web_dyno() {
     non_empty_str(web, "size", "app.json formation.web");
 }
 
-/// app.json's env declares every variable the configuration reads and nothing it does not.
+/// app.json's form asks exactly the variables the code marks as on the form,
+/// each of them a variable the code reads, none of them one Heroku sets.
 #[test]
-fn app_json_declares_exactly_the_variables_the_configuration_reads() {
+fn app_json_asks_exactly_the_variables_the_code_puts_on_the_form() {
     let app = app_json();
     let declared: BTreeSet<&str> = app_json_env(&app).keys().map(String::as_str).collect();
-    let read = user_settable_vars();
-    let undeclared: Vec<_> = read.difference(&declared).collect();
+    let unknown: Vec<_> = declared
+        .iter()
+        .filter(|name| setting(name).is_none())
+        .collect();
     assert!(
-        undeclared.is_empty(),
-        "variables heroku-lb reads but app.json does not declare: {undeclared:?}"
+        unknown.is_empty(),
+        "app.json declares variables heroku-lb never reads: {unknown:?}"
     );
-    let unread: Vec<_> = declared.difference(&read).collect();
+    let form = form_vars();
+    let missing: Vec<_> = form.difference(&declared).collect();
     assert!(
-        unread.is_empty(),
-        "variables app.json declares but heroku-lb never reads: {unread:?}"
+        missing.is_empty(),
+        "variables config::table marks on_form but app.json does not ask: {missing:?}"
+    );
+    let extra: Vec<_> = declared.difference(&form).collect();
+    assert!(
+        extra.is_empty(),
+        "app.json asks variables config::table does not mark on_form (test and local \
+         knobs stay off the form): {extra:?}"
     );
     for name in SET_BY_HEROKU {
         assert!(
@@ -143,17 +160,19 @@ fn app_json_declares_exactly_the_variables_the_configuration_reads() {
     }
 }
 
-/// HEROKU_API_KEY and PIPELINE_IDENTIFIER are required and say where to find them.
+/// The API key and the pipeline are optional (static mode must stay possible
+/// from the form), say where to find them, and say to leave them empty for static mode.
 #[test]
-fn the_api_key_and_the_pipeline_are_required_and_say_where_to_find_them() {
+fn the_api_key_and_the_pipeline_are_optional_and_say_where_to_find_them() {
     let app = app_json();
     let env = app_json_env(&app);
     for name in ["HEROKU_API_KEY", "PIPELINE_IDENTIFIER"] {
         let spec = &env[name];
         assert_eq!(
             spec["required"].as_bool(),
-            Some(true),
-            "app.json env {name} must be `required: true`: {spec}"
+            Some(false),
+            "app.json env {name} must be `required: false`, or LB_BACKENDS alone could not \
+             be deployed: {spec}"
         );
         let description = non_empty_str(spec, "description", &format!("app.json env {name}"));
         assert!(
@@ -162,33 +181,81 @@ fn the_api_key_and_the_pipeline_are_required_and_say_where_to_find_them() {
              (a heroku command or the dashboard): {description}"
         );
         assert!(
+            description.contains("Pipeline mode") && description.contains("static mode"),
+            "app.json env {name}: the description should say it is for pipeline mode and \
+             to leave it empty for static mode: {description}"
+        );
+        assert!(
             spec.get("value").is_none(),
             "app.json env {name} must not ship a default value: {spec}"
         );
     }
 }
 
-/// Every other declared variable is optional (`required: false`) and described.
+/// Few variables are required, none that chooses the backend source; each is
+/// described, and a value it ships is a string equal to the code's default.
 #[test]
-fn every_optional_variable_is_marked_not_required() {
+fn few_variables_are_required_and_shipped_values_are_the_codes_defaults() {
     let app = app_json();
+    let mut required = Vec::new();
     for (name, spec) in app_json_env(&app) {
         non_empty_str(spec, "description", &format!("app.json env {name}"));
-        if name == "HEROKU_API_KEY" || name == "PIPELINE_IDENTIFIER" {
-            continue;
+        match spec["required"].as_bool() {
+            Some(true) => required.push(name.as_str()),
+            Some(false) => {}
+            None => panic!("app.json env {name}: say `required: true` or `false`: {spec}"),
         }
-        assert_eq!(
-            spec["required"].as_bool(),
-            Some(false),
-            "app.json env {name} is optional and must say `required: false`: {spec}"
-        );
         if let Some(value) = spec.get("value") {
-            assert!(
-                value.is_string(),
-                "app.json env {name}: Heroku takes `value` as a string: {spec}"
+            let value = value.as_str().unwrap_or_else(|| {
+                panic!("app.json env {name}: Heroku takes `value` as a string: {spec}")
+            });
+            let default = setting(name).map(|setting| setting.default);
+            assert_eq!(
+                Some(value),
+                default,
+                "app.json env {name} ships a value other than the code's default"
             );
         }
     }
+    assert!(
+        required.len() <= 2,
+        "too many required variables: {required:?}"
+    );
+    for name in SOURCE_VARS {
+        assert!(
+            !required.contains(&name),
+            "app.json requires {name}: the other backend source could not be chosen"
+        );
+    }
+}
+
+/// Secrets on the form are generated by Heroku (`generator: secret`), never typed or shipped.
+#[test]
+fn the_status_token_and_the_sticky_secret_are_generated() {
+    let app = app_json();
+    let env = app_json_env(&app);
+    for name in ["LB_STATUS_TOKEN", "LB_STICKY_SECRET"] {
+        assert_eq!(
+            env[name]["generator"].as_str(),
+            Some("secret"),
+            "app.json env {name}: {}",
+            env[name]
+        );
+        assert!(env[name].get("value").is_none(), "{name} ships a value");
+    }
+}
+
+/// After the deploy, the button sends the user to the new app's status page:
+/// `success_url` is a path on the app (Heroku resolves a relative one against
+/// its web URL), under the default admin prefix.
+#[test]
+fn the_deploy_button_lands_on_the_status_page() {
+    let app = app_json();
+    let url = non_empty_str(&app, "success_url", "app.json");
+    let prefix = setting("LB_ADMIN_PATH_PREFIX")
+        .expect("the admin prefix is a setting")
+        .default;
+    assert_eq!(url, format!("{prefix}status"));
 }
 
 /// Every default value app.json gives is accepted by `heroku-lb -t`, in pipeline and static mode.
@@ -218,6 +285,41 @@ fn every_default_value_in_app_json_is_accepted_by_the_balancer() {
         &static_mode.run_to_exit(EXIT_TIMEOUT),
         "app.json's values with LB_BACKENDS",
     );
+}
+
+/// The form filled in for static mode (LB_BACKENDS, the pipeline fields left
+/// empty) is accepted; filled in for both, static mode wins with a warning
+/// naming what is ignored.
+#[test]
+fn the_form_filled_in_for_static_mode_is_accepted() {
+    let app = app_json();
+    let values = app_json_values(&app);
+    let mut form = checked_like_heroku()
+        .env(
+            "LB_BACKENDS",
+            "https://app-a.herokuapp.com,https://app-b.herokuapp.com",
+        )
+        .env("HEROKU_API_KEY", "")
+        .env("PIPELINE_IDENTIFIER", "");
+    for (name, value) in &values {
+        form = form.env(name, value);
+    }
+    assert_accepted(
+        &form.clone().run_to_exit(EXIT_TIMEOUT),
+        "the form filled in for static mode",
+    );
+
+    let both = form
+        .env("HEROKU_API_KEY", "hk-deploy-button-test-key")
+        .env("PIPELINE_IDENTIFIER", "my-pipeline")
+        .run_to_exit(EXIT_TIMEOUT);
+    assert_accepted(&both, "the form filled in for both modes");
+    let output = format!("{}{}", both.stdout, both.stderr);
+    assert!(
+        output.contains("static mode") && output.contains("PIPELINE_IDENTIFIER"),
+        "no warning that the pipeline fields are ignored:\n{output}"
+    );
+    assert!(!output.contains("hk-deploy-button-test-key"), "{output}");
 }
 
 /// Optional variables the Deploy button leaves empty are taken as unset, not rejected.

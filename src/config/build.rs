@@ -1,14 +1,15 @@
 //! From the raw file section and the environment to typed [`Settings`]:
 //! every setting's precedence (environment over file over default) is
 //! applied here, one function per group, and each error names its variable
-//! or key. Single values are parsed by `values.rs`.
+//! or key. Single values are parsed by `values.rs`; where the backends come
+//! from is decided in `source.rs`, Pingora's own keys in `mod.rs`.
 
 use super::env::{self, Env};
 use super::file::FileSettings;
+use super::source::backend_source;
 use super::values::*;
 use super::{
-    ApiKey, BackendSource, ConfigError, HealthSettings, PipelineSettings, Settings, StickySettings,
-    UpstreamSettings,
+    BackendSource, ConfigError, HealthSettings, Settings, StickySettings, UpstreamSettings,
 };
 use crate::proxy::IpCidr;
 use crate::selection::Policy;
@@ -60,7 +61,7 @@ pub(super) fn build_settings(
         }
     };
     let resolve_interval = seconds(
-        None,
+        Some(env::LB_RESOLVE_INTERVAL_SECONDS),
         file.resolve_interval_seconds,
         Duration::from_secs(30),
         env,
@@ -87,22 +88,48 @@ pub(super) fn build_settings(
             },
         },
         timeout: seconds(
-            None,
+            Some(env::LB_HEALTH_CHECK_TIMEOUT_SECONDS),
             file.health_check_timeout_seconds,
             Duration::from_secs(2),
             env,
             key("health_check_timeout_seconds"),
         )?,
-        rise: at_least_one(file.health_check_rise, 2)
-            .map_err(|r| ConfigError::new(key("health_check_rise"), r))?,
-        fall: at_least_one(file.health_check_fall, 2)
-            .map_err(|r| ConfigError::new(key("health_check_fall"), r))?,
-        statuses: match &file.health_check_statuses {
-            Some(list) => parse_statuses(list)
-                .map_err(|r| ConfigError::new(key("health_check_statuses"), r))?,
-            None => vec![(200, 399)],
-        },
-        passive_5xx_threshold: file.passive_5xx_threshold.unwrap_or(5),
+        rise: layered(
+            env,
+            env::LB_HEALTH_CHECK_RISE,
+            file.health_check_rise,
+            key("health_check_rise"),
+            2,
+            parse_at_least_one,
+            |value| at_least_one(Some(value), 2),
+        )?,
+        fall: layered(
+            env,
+            env::LB_HEALTH_CHECK_FALL,
+            file.health_check_fall,
+            key("health_check_fall"),
+            2,
+            parse_at_least_one,
+            |value| at_least_one(Some(value), 2),
+        )?,
+        statuses: layered(
+            env,
+            env::LB_HEALTH_CHECK_STATUSES,
+            file.health_check_statuses.as_deref(),
+            key("health_check_statuses"),
+            vec![(200, 299), (300, 399)],
+            parse_status_list,
+            parse_statuses,
+        )?,
+        passive_5xx_threshold: layered(
+            env,
+            env::LB_PASSIVE_5XX_THRESHOLD,
+            file.passive_5xx_threshold,
+            key("passive_5xx_threshold"),
+            5,
+            parse_count,
+            Ok,
+        )?,
         // Environment over file over default (50).
         max_ejection_percent: match env.var(env::LB_MAX_EJECTION_PERCENT) {
             Some(raw) => parse_percent(&raw)
@@ -114,36 +141,47 @@ pub(super) fn build_settings(
             },
         },
     };
-    let admin_prefix = match &file.admin_path_prefix {
-        Some(prefix) => {
-            check_prefix(prefix).map_err(|r| ConfigError::new(key("admin_path_prefix"), r))?
-        }
-        None => "/_lb/".to_string(),
-    };
+    let admin_prefix = layered(
+        env,
+        env::LB_ADMIN_PATH_PREFIX,
+        file.admin_path_prefix.as_deref(),
+        key("admin_path_prefix"),
+        "/_lb/".to_string(),
+        check_prefix,
+        check_prefix,
+    )?;
 
     let upstream = UpstreamSettings {
         connect_timeout: seconds(
-            None,
+            Some(env::LB_CONNECT_TIMEOUT_SECONDS),
             file.connect_timeout_seconds,
             Duration::from_secs(5),
             env,
             key("connect_timeout_seconds"),
         )?,
         first_byte_timeout: seconds(
-            None,
+            Some(env::LB_FIRST_BYTE_TIMEOUT_SECONDS),
             file.first_byte_timeout_seconds,
             Duration::from_secs(30),
             env,
             key("first_byte_timeout_seconds"),
         )?,
         idle_timeout: seconds(
-            None,
+            Some(env::LB_IDLE_TIMEOUT_SECONDS),
             file.idle_timeout_seconds,
             Duration::from_secs(55),
             env,
             key("idle_timeout_seconds"),
         )?,
-        connect_retries: file.connect_retries.unwrap_or(2),
+        connect_retries: layered(
+            env,
+            env::LB_CONNECT_RETRIES,
+            file.connect_retries,
+            key("connect_retries"),
+            2,
+            parse_count,
+            Ok,
+        )?,
     };
 
     let policy = match env.var(env::LB_POLICY) {
@@ -155,7 +193,7 @@ pub(super) fn build_settings(
     };
     let sticky = sticky_settings(&file, env, key)?;
 
-    let source = backend_source(&file, env, key)?;
+    let (source, warnings) = backend_source(&file, env, key)?;
     let dyno = env.var(env::DYNO);
     if source == BackendSource::Demo {
         if let Some(dyno) = &dyno {
@@ -191,6 +229,7 @@ pub(super) fn build_settings(
         admin_prefix,
         policy,
         sticky,
+        warnings,
     })
 }
 
@@ -286,110 +325,4 @@ fn sticky_settings(
         secret,
         default_secret,
     }))
-}
-
-fn backend_source(
-    file: &FileSettings,
-    env: &dyn Env,
-    key: &dyn Fn(&str) -> String,
-) -> Result<BackendSource, ConfigError> {
-    let api_key = env.var(env::HEROKU_API_KEY);
-    let pipeline = env
-        .var(env::PIPELINE_IDENTIFIER)
-        .or_else(|| file.pipeline.clone());
-    let static_list = match env.var(env::LB_BACKENDS) {
-        Some(raw) => Some(
-            parse_backend_list(raw.split(','))
-                .map_err(|reason| ConfigError::new(env::LB_BACKENDS, reason))?,
-        ),
-        None => match &file.backends {
-            Some(list) => Some(
-                parse_backend_list(list.iter().map(String::as_str))
-                    .map_err(|reason| ConfigError::new(key("backends"), reason))?,
-            ),
-            None => None,
-        },
-    };
-
-    match (api_key, pipeline, static_list) {
-        (Some(_), Some(_), Some(_)) => Err(ConfigError::new(
-            env::LB_BACKENDS,
-            "static backends and pipeline discovery (HEROKU_API_KEY + PIPELINE_IDENTIFIER) are \
-             both configured; choose one",
-        )),
-        (Some(api_key), Some(pipeline), None) => Ok(BackendSource::Pipeline(pipeline_settings(
-            file,
-            env,
-            key,
-            ApiKey(api_key),
-            pipeline,
-        )?)),
-        (Some(_), None, _) => Err(ConfigError::new(
-            env::PIPELINE_IDENTIFIER,
-            "HEROKU_API_KEY is set but no pipeline is named; set PIPELINE_IDENTIFIER to the \
-             pipeline's UUID or name",
-        )),
-        (None, Some(_), None) => Err(ConfigError::new(
-            env::HEROKU_API_KEY,
-            "a pipeline is named but HEROKU_API_KEY is not set; discovery needs an API key",
-        )),
-        (None, _, Some(list)) => Ok(BackendSource::Static(list)),
-        (None, None, None) => Ok(BackendSource::Demo),
-    }
-}
-
-fn pipeline_settings(
-    file: &FileSettings,
-    env: &dyn Env,
-    key: &dyn Fn(&str) -> String,
-    api_key: ApiKey,
-    pipeline: String,
-) -> Result<PipelineSettings, ConfigError> {
-    let stage = match env.var(env::PIPELINE_STAGE) {
-        Some(stage) => check_stage(&stage).map_err(|r| ConfigError::new(env::PIPELINE_STAGE, r))?,
-        None => match &file.pipeline_stage {
-            Some(stage) => {
-                check_stage(stage).map_err(|r| ConfigError::new(key("pipeline_stage"), r))?
-            }
-            None => "production".to_string(),
-        },
-    };
-    let api_url = match env.var(env::HEROKU_API_URL) {
-        Some(url) => check_api_url(&url).map_err(|r| ConfigError::new(env::HEROKU_API_URL, r))?,
-        None => match &file.heroku_api_url {
-            Some(url) => {
-                check_api_url(url).map_err(|r| ConfigError::new(key("heroku_api_url"), r))?
-            }
-            None => "https://api.heroku.com".to_string(),
-        },
-    };
-    Ok(PipelineSettings {
-        api_key,
-        pipeline,
-        stage,
-        api_url,
-        interval: seconds(
-            Some(env::DISCOVERY_INTERVAL),
-            file.discovery_interval_seconds,
-            Duration::from_secs(30),
-            env,
-            key("discovery_interval_seconds"),
-        )?,
-        app_refresh_interval: seconds(
-            None,
-            file.app_refresh_interval_seconds,
-            Duration::from_secs(600),
-            env,
-            key("app_refresh_interval_seconds"),
-        )?,
-        api_timeout: seconds(
-            None,
-            file.api_timeout_seconds,
-            Duration::from_secs(10),
-            env,
-            key("api_timeout_seconds"),
-        )?,
-        rate_limit_reserve: file.rate_limit_reserve.unwrap_or(500),
-        weight_by_dynos: file.weight_by_dynos.unwrap_or(true),
-    })
 }

@@ -1,12 +1,14 @@
 //! The environment variables heroku-lb reads, each named once, and the lookup
 //! trait through which they are read.
 //!
-//! Heroku configures apps through config vars, so every setting that matters in
-//! production has a variable here; `mod.rs` applies them over the file. Reading
-//! through [`Env`] lets unit tests pass a map instead of touching the process
-//! environment. An empty variable counts as unset: Heroku's dashboard and
-//! `app.json` leave optional vars empty rather than absent. [`Env::raw`] is
-//! for the rare check that must tell a blank value from an absent one.
+//! Heroku configures apps through config vars, so every setting has a
+//! variable here; `table.rs` gives each its key, default and meaning, and
+//! [`ALL`] is derived from that table. `build.rs` and `mod.rs` apply them over
+//! the file. Reading through [`Env`] lets unit tests pass a map instead of
+//! touching the process environment. An empty variable counts as unset:
+//! Heroku's dashboard and `app.json` leave optional vars empty rather than
+//! absent. [`Env::raw`] is for the rare check that must tell a blank value
+//! from an absent one.
 
 use std::collections::HashMap;
 
@@ -55,93 +57,49 @@ pub const LB_MAX_EJECTION_PERCENT: &str = "LB_MAX_EJECTION_PERCENT";
 /// Log level, read by env_logger in `main.rs`.
 pub const RUST_LOG: &str = "RUST_LOG";
 
-/// Every variable heroku-lb reads; `app.json` declares all but [`SET_BY_HEROKU`].
-pub const ALL: &[&str] = &[
-    PORT,
-    LB_LISTEN_HOST,
-    LB_BACKENDS,
-    LB_RESOLVE,
-    HEALTH_CHECK_INTERVAL,
-    HEALTH_CHECK_PATH,
-    LB_STATUS_TOKEN,
-    LB_TRUSTED_PROXIES,
-    LB_REWRITE_REDIRECTS,
-    SSL_CERT_FILE,
-    HEROKU_API_KEY,
-    PIPELINE_IDENTIFIER,
-    PIPELINE_STAGE,
-    HEROKU_API_URL,
-    DISCOVERY_INTERVAL,
-    DYNO,
-    LB_POLICY,
-    LB_STICKY_COOKIE,
-    LB_STICKY_TTL,
-    LB_STICKY_SECRET,
-    LB_MAX_EJECTION_PERCENT,
-    RUST_LOG,
-];
+/// Seconds between resolutions of the backends' hostnames.
+pub const LB_RESOLVE_INTERVAL_SECONDS: &str = "LB_RESOLVE_INTERVAL_SECONDS";
+/// Limit of one health check, in seconds.
+pub const LB_HEALTH_CHECK_TIMEOUT_SECONDS: &str = "LB_HEALTH_CHECK_TIMEOUT_SECONDS";
+/// Passing checks in a row that re-admit a backend.
+pub const LB_HEALTH_CHECK_RISE: &str = "LB_HEALTH_CHECK_RISE";
+/// Failing checks in a row that evict a backend.
+pub const LB_HEALTH_CHECK_FALL: &str = "LB_HEALTH_CHECK_FALL";
+/// Comma-separated passing statuses: classes (`2xx`) or codes (`204`).
+pub const LB_HEALTH_CHECK_STATUSES: &str = "LB_HEALTH_CHECK_STATUSES";
+/// Failures in a row on live traffic that eject a backend (0: off).
+pub const LB_PASSIVE_5XX_THRESHOLD: &str = "LB_PASSIVE_5XX_THRESHOLD";
+/// Paths under this prefix are answered by the balancer.
+pub const LB_ADMIN_PATH_PREFIX: &str = "LB_ADMIN_PATH_PREFIX";
+/// Seconds before a known app's details are looked up again.
+pub const LB_APP_REFRESH_INTERVAL_SECONDS: &str = "LB_APP_REFRESH_INTERVAL_SECONDS";
+/// Timeout of each Platform API request, in seconds.
+pub const LB_API_TIMEOUT_SECONDS: &str = "LB_API_TIMEOUT_SECONDS";
+/// Below this `RateLimit-Remaining`, discovery slows down.
+pub const LB_RATE_LIMIT_RESERVE: &str = "LB_RATE_LIMIT_RESERVE";
+/// Weight each app by its web dyno count.
+pub const LB_WEIGHT_BY_DYNOS: &str = "LB_WEIGHT_BY_DYNOS";
+/// Upstream connect (and TLS) limit, in seconds.
+pub const LB_CONNECT_TIMEOUT_SECONDS: &str = "LB_CONNECT_TIMEOUT_SECONDS";
+/// Limit of each upstream read, in seconds.
+pub const LB_FIRST_BYTE_TIMEOUT_SECONDS: &str = "LB_FIRST_BYTE_TIMEOUT_SECONDS";
+/// Seconds a pooled upstream connection may sit idle.
+pub const LB_IDLE_TIMEOUT_SECONDS: &str = "LB_IDLE_TIMEOUT_SECONDS";
+/// Other backends a request tries after a connect failure.
+pub const LB_CONNECT_RETRIES: &str = "LB_CONNECT_RETRIES";
+/// Pingora's `threads`.
+pub const LB_THREADS: &str = "LB_THREADS";
+/// Pingora's `grace_period_seconds`.
+pub const LB_GRACE_PERIOD_SECONDS: &str = "LB_GRACE_PERIOD_SECONDS";
+/// Pingora's `graceful_shutdown_timeout_seconds`.
+pub const LB_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: &str = "LB_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS";
 
-/// Every variable with a line on what it does, for `--help` (same order as [`ALL`]).
-pub const DESCRIBED: &[(&str, &str)] = &[
-    (PORT, "port to listen on (Heroku sets it; default 8080)"),
-    (LB_LISTEN_HOST, "address to listen on (default 0.0.0.0)"),
-    (LB_BACKENDS, "static mode: comma-separated backend URLs"),
-    (
-        LB_RESOLVE,
-        "hostname=IP pins instead of DNS, comma-separated",
-    ),
-    (
-        HEALTH_CHECK_INTERVAL,
-        "seconds between active health checks (default 5)",
-    ),
-    (
-        HEALTH_CHECK_PATH,
-        "path the health check requests (default /)",
-    ),
-    (
-        LB_STATUS_TOKEN,
-        "token that unlocks the status detail and metrics",
-    ),
-    (
-        LB_TRUSTED_PROXIES,
-        "IPs/CIDRs whose X-Forwarded-* headers are believed",
-    ),
-    (
-        LB_REWRITE_REDIRECTS,
-        "rewrite Location/Set-Cookie naming an app's host (default true)",
-    ),
-    (
-        SSL_CERT_FILE,
-        "PEM bundle of CAs for upstream TLS (default: system roots)",
-    ),
-    (
-        HEROKU_API_KEY,
-        "Platform API key (secret); with PIPELINE_IDENTIFIER: pipeline mode",
-    ),
-    (PIPELINE_IDENTIFIER, "pipeline UUID or name"),
-    (
-        PIPELINE_STAGE,
-        "pipeline stage to balance (default production)",
-    ),
-    (
-        HEROKU_API_URL,
-        "Platform API base URL (default https://api.heroku.com)",
-    ),
-    (
-        DISCOVERY_INTERVAL,
-        "seconds between discovery rounds (default 30)",
-    ),
-    (DYNO, "set by Heroku: refuses the demo, names the instance"),
-    (LB_POLICY, "round_robin (default) or least_connections"),
-    (LB_STICKY_COOKIE, "sticky-session cookie name (unset: none)"),
-    (LB_STICKY_TTL, "Max-Age of the sticky cookie in seconds"),
-    (LB_STICKY_SECRET, "key of the sticky tokens (secret)"),
-    (
-        LB_MAX_EJECTION_PERCENT,
-        "most backends passive ejection holds out, % (default 50)",
-    ),
-    (RUST_LOG, "log level (default info)"),
-];
+const COUNT: usize = super::table::SETTINGS.len();
+const NAMES: [&str; COUNT] = super::table::names::<COUNT>();
+
+/// Every variable heroku-lb reads, in the order of `table::SETTINGS`, where
+/// each has its key, default and meaning.
+pub const ALL: &[&str] = &NAMES;
 
 /// Variables Heroku sets itself; `app.json` cannot declare them.
 pub const SET_BY_HEROKU: &[&str] = &[PORT, DYNO];
@@ -179,16 +137,5 @@ impl Env for HashMap<&str, &str> {
 
     fn raw(&self, name: &str) -> Option<String> {
         self.get(name).map(|value| value.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_variable_is_described_once_in_order() {
-        let described: Vec<&str> = DESCRIBED.iter().map(|(name, _)| *name).collect();
-        assert_eq!(described, ALL);
     }
 }

@@ -4,7 +4,9 @@
 //! Input: the file named by Pingora's `-c` flag (Pingora's server keys plus our
 //! `heroku_lb:` section, see `file.rs`) and the variables in `env.rs`.
 //! Output: [`Settings`] for our modules and the Pingora [`ServerConf`] for the
-//! `Server`. Precedence is environment over file over default, Heroku style.
+//! `Server`. Precedence is environment over file over default, Heroku style,
+//! for every setting in `table.rs`, Pingora's `threads` and shutdown keys
+//! included.
 //! Every error names the variable, key or file at fault and never echoes a
 //! secret (Pingora's own YAML error would print the whole file, so we parse
 //! the file ourselves). A bad CA file would make Pingora panic at start-up, so
@@ -13,6 +15,8 @@
 mod build;
 pub mod env;
 pub mod file;
+mod source;
+pub mod table;
 mod values;
 
 use crate::backend::BackendUrl;
@@ -26,7 +30,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
-use values::check_ca_file;
+use values::{check_ca_file, parse_at_least_one, parse_count};
 
 /// A configuration problem: which variable, key or file, and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +205,8 @@ pub struct Settings {
     pub admin_prefix: String,
     pub policy: Policy,
     pub sticky: Option<StickySettings>,
+    /// Settings that were given but are ignored, for `main` to log at start.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -247,8 +253,48 @@ pub fn load(conf_path: Option<&str>, env: &dyn Env) -> Result<(Settings, ServerC
         check_ca_file(&path)
             .map_err(|reason| ConfigError::new(format!("ca_file {origin}"), reason))?;
     }
-    check_shutdown_budget(&server_conf, &origin)?;
+    server_overrides(&mut server_conf, env, &origin)?;
     Ok((settings, server_conf))
+}
+
+/// Pingora's own keys that have a variable: environment over file over
+/// default, applied to the `ServerConf` before it goes to Pingora; then the
+/// shutdown budget is checked on the result. Pingora's shutdown defaults
+/// (300 s + 5 s) outlast Heroku's 30 s, so ours are the shipped file's 10 + 5.
+fn server_overrides(conf: &mut ServerConf, env: &dyn Env, origin: &str) -> Result<(), ConfigError> {
+    if let Some(raw) = env.var(env::LB_THREADS) {
+        let threads = parse_at_least_one(&raw).map_err(|r| ConfigError::new(env::LB_THREADS, r))?;
+        conf.threads = threads as usize;
+    } else if conf.threads == 0 {
+        return Err(ConfigError::new(
+            format!("threads {origin}"),
+            "must be at least 1",
+        ));
+    }
+    let seconds_key = |var: &str, key: &str, value: &mut Option<u64>, default: u64| {
+        if let Some(raw) = env.var(var) {
+            *value = Some(parse_count(&raw).map_err(|r| ConfigError::new(var, r))?);
+            Ok(var.to_string())
+        } else if value.is_some() {
+            Ok(format!("{key} {origin}"))
+        } else {
+            *value = Some(default);
+            Ok(format!("{key} (default {default})"))
+        }
+    };
+    let grace_from = seconds_key(
+        env::LB_GRACE_PERIOD_SECONDS,
+        "grace_period_seconds",
+        &mut conf.grace_period_seconds,
+        10,
+    )?;
+    let timeout_from = seconds_key(
+        env::LB_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS,
+        "graceful_shutdown_timeout_seconds",
+        &mut conf.graceful_shutdown_timeout_seconds,
+        5,
+    )?;
+    check_shutdown_budget(conf, &format!("{grace_from} + {timeout_from}"))
 }
 
 /// Split the file into our section and Pingora's keys and parse both.
@@ -291,20 +337,23 @@ fn read_conf_file(path: &str) -> Result<(FileSettings, ServerConf), ConfigError>
 
 /// Heroku sends SIGKILL 30 s after SIGTERM: Pingora's grace period plus its
 /// shutdown timeout must fit well inside that.
-fn check_shutdown_budget(conf: &ServerConf, origin: &str) -> Result<(), ConfigError> {
+/// `culprit` names where the two values came from.
+fn check_shutdown_budget(conf: &ServerConf, culprit: &str) -> Result<(), ConfigError> {
     // Pingora's defaults when the keys are absent: 300 s and 5 s.
     let grace = conf.grace_period_seconds.unwrap_or(300);
     let timeout = conf.graceful_shutdown_timeout_seconds.unwrap_or(5);
-    if grace + timeout > 25 {
+    if grace.saturating_add(timeout) > 25 {
         return Err(ConfigError::new(
-            format!("grace_period_seconds + graceful_shutdown_timeout_seconds {origin}"),
+            culprit,
             format!(
                 "{grace} s + {timeout} s exceeds 25 s; Heroku kills a dyno 30 s after SIGTERM \
-                 (set both keys, e.g. 10 and 5)"
+                 (e.g. 10 and 5)"
             ),
         ));
     }
     Ok(())
 }
+#[cfg(test)]
+mod precedence_tests;
 #[cfg(test)]
 mod tests;

@@ -115,9 +115,24 @@ fn a_bad_stage_lists_the_accepted_ones() {
 
 #[test]
 fn a_shutdown_longer_than_herokus_budget_is_refused() {
-    let error =
-        load_with("version: 1\n", &[]).expect_err("pingora's 300 s default grace is too long");
+    let error = load_with("version: 1\ngrace_period_seconds: 300\n", &[])
+        .expect_err("300 s of grace is too long");
     assert!(error.culprit.contains("grace_period_seconds"), "{error}");
+    // Without the keys, ours are 10 s + 5 s, not Pingora's 300 s + 5 s.
+    let conf = load(None, &HashMap::<&str, &str>::new())
+        .expect("no file loads")
+        .1;
+    assert_eq!(conf.grace_period_seconds, Some(10));
+    assert_eq!(conf.graceful_shutdown_timeout_seconds, Some(5));
+    // The variables are checked after they override the file.
+    let error = load_with(BASE, &[("LB_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS", "20")])
+        .expect_err("10 s + 20 s is too long");
+    assert!(
+        error
+            .culprit
+            .contains("LB_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -397,4 +412,40 @@ fn redirect_rewriting_is_on_unless_the_file_or_the_environment_turns_it_off() {
     );
     let error = load_with(BASE, &[("LB_REWRITE_REDIRECTS", "maybe")]).expect_err("not a boolean");
     assert_eq!(error.culprit, "LB_REWRITE_REDIRECTS");
+}
+
+/// Backends listed together with the pipeline variables (a Deploy-button
+/// form filled in for both): static mode, and a warning naming what is ignored.
+#[test]
+fn listed_backends_win_over_the_pipeline_with_a_warning() {
+    let settings = load_with(
+        BASE,
+        &[
+            ("LB_BACKENDS", "http://a.test"),
+            ("HEROKU_API_KEY", "hk-SECRET-1"),
+            ("PIPELINE_IDENTIFIER", "shop"),
+        ],
+    )
+    .expect("static mode wins");
+    assert!(matches!(settings.source, BackendSource::Static(_)));
+    let [warning] = settings.warnings.as_slice() else {
+        panic!("one warning expected: {:?}", settings.warnings)
+    };
+    for name in ["LB_BACKENDS", "HEROKU_API_KEY", "PIPELINE_IDENTIFIER"] {
+        assert!(warning.contains(name), "{warning}");
+    }
+    assert!(!warning.contains("hk-SECRET"), "{warning}");
+
+    let yaml = format!("{BASE}heroku_lb:\n  backends: [\"http://a.test\"]\n");
+    let settings = load_with(&yaml, &[("HEROKU_API_KEY", "k")]).expect("a key alone is ignored");
+    assert!(matches!(settings.source, BackendSource::Static(_)));
+    assert!(
+        settings.warnings[0].contains("heroku_lb.backends")
+            && settings.warnings[0].contains("HEROKU_API_KEY is ignored"),
+        "{:?}",
+        settings.warnings
+    );
+
+    let settings = load_with(BASE, &[("LB_BACKENDS", "http://a.test")]).expect("static");
+    assert!(settings.warnings.is_empty(), "{:?}", settings.warnings);
 }

@@ -33,6 +33,50 @@ pub(super) fn seconds(
     }
 }
 
+/// One setting, environment over file over default: `var` when set (parsed by
+/// `parse`), else the file's value (checked by `check`), else `default`. Each
+/// error names the variable or the key it came from.
+pub(super) fn layered<F, T>(
+    env: &dyn Env,
+    var: &str,
+    file_value: Option<F>,
+    file_key: String,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+    check: impl Fn(F) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    if let Some(raw) = env.var(var) {
+        return parse(&raw).map_err(|reason| ConfigError::new(var, reason));
+    }
+    match file_value {
+        Some(value) => check(value).map_err(|reason| ConfigError::new(file_key, reason)),
+        None => Ok(default),
+    }
+}
+
+/// A whole number, 0 or more.
+pub(super) fn parse_count<T: std::str::FromStr>(raw: &str) -> Result<T, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a whole number (0 or more)"))
+}
+
+/// A whole number, 1 or more.
+pub(super) fn parse_at_least_one(raw: &str) -> Result<u32, String> {
+    at_least_one(Some(parse_count(raw)?), 1)
+}
+
+/// `2xx,3xx,204` from a variable: the same items as the file's list.
+pub(super) fn parse_status_list(raw: &str) -> Result<Vec<(u16, u16)>, String> {
+    let items: Vec<serde_yaml::Value> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| serde_yaml::Value::String(item.to_string()))
+        .collect();
+    parse_statuses(&items)
+}
+
 pub(super) fn to_duration(seconds: f64) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
         return Err(format!(
