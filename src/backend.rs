@@ -21,6 +21,7 @@
 //! ejection and admission all stay with the app across weight changes.
 
 use crate::config::UpstreamSettings;
+use crate::events::{self, EventKind};
 use crate::metrics::{metrics, TargetMetrics};
 use arc_swap::ArcSwapOption;
 use log::{info, warn};
@@ -200,6 +201,10 @@ struct HealthRecord {
     last: Option<CheckOutcome>,
     consecutive_failures: u32,
     consecutive_successes: u32,
+    /// Active checks have failed `fall` times in a row and not yet passed
+    /// `rise` times: the same rule Pingora's health flag follows (it starts
+    /// healthy too), tracked here so the transition can be recorded as an event.
+    checks_failing: bool,
 }
 
 /// One backend app and its live state, shared by discovery, the health check,
@@ -393,8 +398,10 @@ impl AppTarget {
         Some(peer)
     }
 
-    /// Record an active check. `rise` passing checks in a row end an ejection.
-    pub fn record_check(&self, outcome: CheckOutcome, rise: u32) {
+    /// Record an active check. `rise` passing checks in a row end an ejection
+    /// and a run of failures; `fall` failing ones start such a run. Pingora
+    /// logs its own health transitions; the events for status are recorded here.
+    pub fn record_check(&self, outcome: CheckOutcome, rise: u32, fall: u32) {
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         if outcome.ok {
             health.consecutive_failures = 0;
@@ -404,6 +411,19 @@ impl AppTarget {
                     "backend app={} url={} admitted: first health check passed",
                     self.name, self.url
                 );
+                events::record(
+                    EventKind::Admitted,
+                    Some(&self.name),
+                    "first health check passed",
+                );
+            }
+            if health.checks_failing && health.consecutive_successes >= rise.max(1) {
+                health.checks_failing = false;
+                events::record(
+                    EventKind::Up,
+                    Some(&self.name),
+                    format!("{rise} health checks passed"),
+                );
             }
             if health.consecutive_successes >= rise && self.ejected.swap(false, Ordering::Relaxed) {
                 self.consecutive_5xx.store(0, Ordering::Relaxed);
@@ -411,10 +431,26 @@ impl AppTarget {
                     "backend app={} url={} ejected -> healthy reason=\"{rise} health checks passed\"",
                     self.name, self.url
                 );
+                events::record(
+                    EventKind::EjectionEnded,
+                    Some(&self.name),
+                    format!("ejected -> healthy: {rise} health checks passed"),
+                );
             }
         } else {
             health.consecutive_successes = 0;
             health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+            if !health.checks_failing && health.consecutive_failures >= fall.max(1) {
+                health.checks_failing = true;
+                events::record(
+                    EventKind::Down,
+                    Some(&self.name),
+                    format!(
+                        "{} health checks failed, last: {}",
+                        health.consecutive_failures, outcome.detail
+                    ),
+                );
+            }
         }
         health.last = Some(outcome);
     }
@@ -444,6 +480,11 @@ impl AppTarget {
         warn!(
             "backend app={} url={} healthy -> ejected reason=\"{reason}\"",
             self.name, self.url
+        );
+        events::record(
+            EventKind::Ejected,
+            Some(&self.name),
+            format!("healthy -> ejected: {reason}"),
         );
         true
     }

@@ -24,6 +24,8 @@
 //!   URLs in redirects and cookies, errors, per-request metrics.
 //! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
 //! - [`metrics`]: every Prometheus registration in one place.
+//! - [`traffic`]: each backend's last ten minutes (rate, 5xx, latency percentiles) for status.
+//! - [`events`]: the last few health, ejection, panic and discovery events, for status.
 //! - [`demo`]: the embedded demo backends.
 //!
 //! - [`cli`]: `--version` and `--help`, before Pingora parses its own flags.
@@ -36,9 +38,11 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod ejection;
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod selection;
 pub mod status;
 pub mod sticky;
+pub mod traffic;
