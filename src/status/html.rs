@@ -11,8 +11,9 @@
 use super::{Access, StatusSnapshot};
 use std::fmt::Write;
 
-const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
-table{border-collapse:collapse}th,td{padding:.35em .8em;border-bottom:1px solid #ddd;text-align:left}\
+const STYLE: &str = "body{font:13px system-ui,sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse}th,td{padding:.3em .45em;border-bottom:1px solid #ddd;text-align:left}\
+td{white-space:nowrap}th{vertical-align:bottom}\
 th{background:#f4f4f4}.healthy{background:#d9f7d9}.ejected,.failing{background:#fbd5d5}\
 .waiting,.unresolved{background:#fff3c4}.badge{padding:.2em .6em;border-radius:.3em;font-weight:600}\
 .ok{background:#2e7d32;color:#fff}.degraded{background:#f9a825}.down{background:#c62828;color:#fff}\
