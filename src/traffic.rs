@@ -14,7 +14,8 @@
 //! slot; a write racing that reset may be lost or kept, which is fine for
 //! figures meant for the eye. Percentiles come from a fixed log-scale
 //! histogram (bounds √2 apart), so they are the bound of their bucket: at
-//! most √2 above the real value.
+//! most √2 above the real value. Rates are per second over whole windows, so
+//! in a process's first minute `rps_1m` reads low.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -17,7 +17,7 @@ td{white-space:nowrap}th{vertical-align:bottom}\
 th{background:#f4f4f4}.healthy{background:#d9f7d9}.ejected,.failing{background:#fbd5d5}\
 .waiting,.unresolved{background:#fff3c4}.badge{padding:.2em .6em;border-radius:.3em;font-weight:600}\
 .ok{background:#2e7d32;color:#fff}.degraded{background:#f9a825}.down{background:#c62828;color:#fff}\
-td.num{text-align:right}svg{display:block}ol{padding-left:1.2em}li{margin:.2em 0}\
+svg{display:block}ol{padding-left:1.2em}li{margin:.2em 0}\
 code{font-size:13px}";
 
 /// The columns of the backend table, as the script fills them: JSON field
