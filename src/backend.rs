@@ -21,6 +21,7 @@
 //! ejection and admission all stay with the app across weight changes.
 
 use crate::config::UpstreamSettings;
+use crate::events::{self, EventKind};
 use crate::metrics::{metrics, TargetMetrics};
 use arc_swap::ArcSwapOption;
 use log::{info, warn};
@@ -200,6 +201,10 @@ struct HealthRecord {
     last: Option<CheckOutcome>,
     consecutive_failures: u32,
     consecutive_successes: u32,
+    /// Active checks have failed `fall` times in a row and not yet passed
+    /// `rise` times: the same rule Pingora's health flag follows (it starts
+    /// healthy too), tracked here so the transition can be recorded as an event.
+    checks_failing: bool,
 }
 
 /// One backend app and its live state, shared by discovery, the health check,
@@ -393,8 +398,16 @@ impl AppTarget {
         Some(peer)
     }
 
-    /// Record an active check. `rise` passing checks in a row end an ejection.
-    pub fn record_check(&self, outcome: CheckOutcome, rise: u32) {
+    /// Record an active check. `rise` passing checks in a row end an ejection
+    /// and a run of failures; `fall` failing ones start such a run. Pingora
+    /// logs its own health transitions; the events for status are recorded
+    /// here, and returned (the caller has no use for them but tests do).
+    pub fn record_check(&self, outcome: CheckOutcome, rise: u32, fall: u32) -> Vec<EventKind> {
+        let mut recorded = Vec::new();
+        let mut record = |kind: EventKind, text: String| {
+            events::record(kind, Some(&self.name), text);
+            recorded.push(kind);
+        };
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         if outcome.ok {
             health.consecutive_failures = 0;
@@ -404,6 +417,11 @@ impl AppTarget {
                     "backend app={} url={} admitted: first health check passed",
                     self.name, self.url
                 );
+                record(EventKind::Admitted, "first health check passed".into());
+            }
+            if health.checks_failing && health.consecutive_successes >= rise.max(1) {
+                health.checks_failing = false;
+                record(EventKind::Up, format!("{rise} health checks passed"));
             }
             if health.consecutive_successes >= rise && self.ejected.swap(false, Ordering::Relaxed) {
                 self.consecutive_5xx.store(0, Ordering::Relaxed);
@@ -411,12 +429,27 @@ impl AppTarget {
                     "backend app={} url={} ejected -> healthy reason=\"{rise} health checks passed\"",
                     self.name, self.url
                 );
+                record(
+                    EventKind::EjectionEnded,
+                    format!("ejected -> healthy: {rise} health checks passed"),
+                );
             }
         } else {
             health.consecutive_successes = 0;
             health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+            if !health.checks_failing && health.consecutive_failures >= fall.max(1) {
+                health.checks_failing = true;
+                record(
+                    EventKind::Down,
+                    format!(
+                        "{} health checks failed, last: {}",
+                        health.consecutive_failures, outcome.detail
+                    ),
+                );
+            }
         }
         health.last = Some(outcome);
+        recorded
     }
 
     /// The last check and the failures in a row, for status.
@@ -444,6 +477,11 @@ impl AppTarget {
         warn!(
             "backend app={} url={} healthy -> ejected reason=\"{reason}\"",
             self.name, self.url
+        );
+        events::record(
+            EventKind::Ejected,
+            Some(&self.name),
+            format!("healthy -> ejected: {reason}"),
         );
         true
     }
@@ -584,6 +622,43 @@ mod tests {
             "other".into(),
         ));
         assert_ne!(health_key(&two), health_key(&other.backend(2)));
+    }
+
+    #[test]
+    fn checks_record_admission_down_after_fall_and_up_after_rise_as_events() {
+        let target = AppTarget::new(
+            8,
+            BackendUrl::parse("http://events.test").expect("url"),
+            "events-test-app".into(),
+        );
+        let check = |ok: bool| CheckOutcome {
+            ok,
+            detail: if ok { "ok" } else { "status 503" }.into(),
+            at: SystemTime::now(),
+        };
+        let (rise, fall) = (2, 3);
+        let mut seen = Vec::new();
+        for ok in [true, false, false, false, false, true, true, true] {
+            seen.extend(target.record_check(check(ok), rise, fall));
+        }
+        assert_eq!(
+            seen,
+            [EventKind::Admitted, EventKind::Down, EventKind::Up],
+            "admitted on the first pass, down on the third failure, up on the second pass"
+        );
+        // A new backend failing from the start goes down once, then one pass
+        // with rise 1 both admits it and brings it up.
+        let fresh = AppTarget::new(
+            9,
+            BackendUrl::parse("http://events2.test").expect("url"),
+            "events-test-app-2".into(),
+        );
+        assert_eq!(fresh.record_check(check(false), 1, 1), [EventKind::Down]);
+        assert!(fresh.record_check(check(false), 1, 1).is_empty());
+        assert_eq!(
+            fresh.record_check(check(true), 1, 1),
+            [EventKind::Admitted, EventKind::Up]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! count: the proxy never reports its own refusals or a client that left.
 
 use crate::backend::AppTarget;
+use crate::events::{self, EventKind};
 use log::warn;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
@@ -99,6 +100,16 @@ impl PassiveEjection {
                     target.url(),
                     members.len(),
                     self.max_percent
+                );
+                events::record(
+                    EventKind::EjectionCapped,
+                    Some(target.name()),
+                    format!(
+                        "stays in ({reason}): {ejected} of {} backends are ejected already, \
+                         max_ejection_percent={} allows {allowed}",
+                        members.len(),
+                        self.max_percent
+                    ),
                 );
             }
             return;

@@ -98,7 +98,7 @@ impl AppHealthCheck {
             },
             at: SystemTime::now(),
         };
-        target.record_check(outcome, self.0.settings.rise);
+        target.record_check(outcome, self.0.settings.rise, self.0.settings.fall);
         if let Err(failure) = &result {
             metrics()
                 .health_check_failures

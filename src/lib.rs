@@ -24,6 +24,8 @@
 //!   URLs in redirects and cookies, errors, per-request metrics.
 //! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
 //! - [`metrics`]: every Prometheus registration in one place.
+//! - [`traffic`]: each backend's last ten minutes (rate, 5xx, latency percentiles) for status.
+//! - [`events`]: the last few health, ejection, panic and discovery events, for status.
 //! - [`shutdown`]: the log of what a graceful shutdown did to requests in flight.
 //! - [`demo`]: the embedded demo backends.
 //!
@@ -37,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod ejection;
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
@@ -44,3 +47,4 @@ pub mod selection;
 pub mod shutdown;
 pub mod status;
 pub mod sticky;
+pub mod traffic;

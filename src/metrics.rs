@@ -9,6 +9,7 @@
 //! Prometheus conventions: one `heroku_lb_` prefix, `_total` counters,
 //! `_seconds` durations.
 
+use crate::traffic::TrafficWindow;
 use prometheus::{
     register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
     register_int_gauge, register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter,
@@ -163,7 +164,11 @@ fn register_build_info() {
 pub struct TargetMetrics {
     by_class: [IntCounter; 5],
     no_response: IntCounter,
+    /// Prometheus' upstream latency; write through [`TargetMetrics::observe_latency`]
+    /// so the status page's window sees it too.
     pub latency: Histogram,
+    /// The last ten minutes, for the status page (`traffic.rs`).
+    pub recent: TrafficWindow,
 }
 
 impl TargetMetrics {
@@ -180,6 +185,7 @@ impl TargetMetrics {
             by_class: CLASSES.map(|class| m.requests.with_label_values(&[backend, class])),
             no_response: m.requests.with_label_values(&[backend, "error"]),
             latency: m.upstream_latency.with_label_values(&[backend]),
+            recent: TrafficWindow::new(),
         }
     }
 
@@ -189,6 +195,13 @@ impl TargetMetrics {
             Some(code @ 100..=599) => self.by_class[(code / 100 - 1) as usize].inc(),
             _ => self.no_response.inc(),
         }
+        self.recent.count(status);
+    }
+
+    /// Record the time from choosing this backend to its response header.
+    pub fn observe_latency(&self, seconds: f64) {
+        self.latency.observe(seconds);
+        self.recent.observe_latency(seconds);
     }
 }
 

@@ -27,6 +27,7 @@
 //! the request ends, because the context that owns the guard is dropped once.
 
 use crate::backend::AppTarget;
+use crate::events::{self, EventKind};
 use log::{info, warn};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
@@ -130,6 +131,11 @@ impl Selector {
                     "panic routing off: backend app={} is fit again",
                     target.name()
                 );
+                events::record(
+                    EventKind::PanicOff,
+                    Some(target.name()),
+                    "panic routing off: a backend is fit again",
+                );
             }
             return Some(target);
         }
@@ -144,6 +150,15 @@ impl Selector {
                 "panic routing on: none of {} backends passes its checks or is out of \
                  ejection; balancing over every backend with an address until one is fit",
                 members.len()
+            );
+            events::record(
+                EventKind::PanicOn,
+                None,
+                format!(
+                    "panic routing on: none of {} backends is fit; balancing over every \
+                     backend with an address",
+                    members.len()
+                ),
             );
         }
         Some(target)
@@ -322,7 +337,7 @@ mod tests {
                 detail: "ok".into(),
                 at: std::time::SystemTime::now(),
             };
-            target.record_check(ok, 1);
+            target.record_check(ok, 1, 1);
         }
         let backends: BTreeSet<Backend> = targets
             .iter()
@@ -392,7 +407,7 @@ mod tests {
             detail: "ok".into(),
             at: std::time::SystemTime::now(),
         };
-        targets[0].record_check(ok, 1);
+        targets[0].record_check(ok, 1, 1);
         assert_eq!(selector.pick(&[], None).map(|t| t.id()), Some(1));
         assert!(!selector.panic.load(Ordering::Relaxed));
         // The one fit backend was tried: no other, and no panic either.

@@ -54,11 +54,13 @@ async fn seen_by_backend(
 /// The `fwd` field of the access line of the request with `request_id`
 /// (a bare value: the last field of the line), waiting up to 5 s for it.
 async fn logged_fwd(lb: &LbProcess, request_id: &str) -> String {
-    let marker = format!(" request_id={request_id} fwd=");
+    // `... request_id=ID fwd="ADDRESS" ...`: the router quotes fwd.
+    let marker = format!(" request_id={request_id} fwd=\"");
     let find = || {
         lb.stdout().lines().find_map(|line| {
             let at = line.find(&marker)?;
-            Some(line[at + marker.len()..].trim().to_string())
+            let rest = &line[at + marker.len()..];
+            Some(rest[..rest.find('"')?].to_string())
         })
     };
     common::wait_until(

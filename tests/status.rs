@@ -1,7 +1,9 @@
 //! `/_lb/status`: JSON for machines (200 while a backend is healthy, 503 when
 //! none is), an HTML page for browsers, detail only for holders of
-//! `LB_STATUS_TOKEN` when one is set, else only for loopback callers off
-//! Heroku; and the admin prefix, whose paths are answered by the balancer and
+//! `LB_STATUS_TOKEN` when one is set (as a bearer token or a Basic password;
+//! browsers and scrapers without it get 401 and a Basic challenge), else only
+//! for loopback callers off Heroku; the last minute's figures and the recent
+//! events; and the admin prefix, whose paths are answered by the balancer and
 //! never forwarded to an app.
 
 mod common;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use common::backend::{TestBackend, BACKEND_HEADER};
 use common::lb::{LbBuilder, LbProcess};
+use common::status::basic_authorization;
 use common::Reply;
 use serde_json::Value;
 
@@ -374,10 +377,27 @@ async fn on_a_dyno_without_a_token_the_detail_and_metrics_are_hidden() {
     let page = get_with(&client, &lb, "/_lb/status", &[("Accept", BROWSER_ACCEPT)]).await;
     assert!(!page.body.contains("<table"), "{}", page.body);
     assert!(leaks(&page.body, &backends).is_empty(), "{}", page.body);
+    // No token could help, so no login prompt; the page says what to set.
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.headers.get("www-authenticate").is_none(), "{page:?}");
+    assert!(
+        page.body.contains("LB_STATUS_TOKEN is not set"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("Send the status token"),
+        "{}",
+        page.body
+    );
 
     let metrics = get_with(&client, &lb, "/_lb/metrics", &[]).await;
     assert_eq!(metrics.status, 401, "{metrics:?}");
     assert!(!metrics.body.contains("heroku_lb_"), "{metrics:?}");
+    assert!(
+        metrics.headers.get("www-authenticate").is_none(),
+        "{metrics:?}"
+    );
 
     let warning = lb
         .output()
@@ -436,7 +456,8 @@ async fn a_browser_gets_a_self_contained_html_status_page() {
         vec![("Accept", BROWSER_ACCEPT), ("Authorization", "Bearer nope")],
     ] {
         let page = get_with(&client, &lb, "/_lb/status", &headers).await;
-        assert_eq!(page.status, 200, "{headers:?}: {page:?}");
+        assert_eq!(page.status, 401, "{headers:?}: {page:?}");
+        assert_basic_challenge(&page);
         let content_type = page.headers["content-type"].to_str().unwrap_or("");
         assert!(content_type.starts_with("text/html"), "{content_type}");
         let leaked = leaks(&page.body, &backends);
@@ -447,6 +468,165 @@ async fn a_browser_gets_a_self_contained_html_status_page() {
         );
         assert!(!page.body.contains("<table"), "{}", page.body);
     }
+}
+
+/// Panics unless `reply` is a 401 asking for Basic credentials in realm heroku-lb.
+fn assert_basic_challenge(reply: &Reply) {
+    assert_eq!(reply.status, 401, "{reply:?}");
+    let challenge = reply
+        .headers
+        .get("www-authenticate")
+        .and_then(|value| value.to_str().ok());
+    assert_eq!(challenge, Some("Basic realm=\"heroku-lb\""), "{reply:?}");
+}
+
+/// Basic credentials with any user name and the token as password (what a browser sends for `user:TOKEN@`) get the detail page, the JSON and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_with_the_token_as_password_gets_the_detail_and_the_metrics() {
+    let (backends, lb, client) = two_apps_behind_the_token().await;
+
+    for user in ["user", "", "operator@example.com"] {
+        let basic = basic_authorization(user, TOKEN);
+        let auth = ("Authorization", basic.as_str());
+        let reply = get_with(&client, &lb, "/_lb/status", &[auth]).await;
+        assert_eq!(reply.status, 200, "{user:?}: {reply:?}");
+        let detail = json(&reply);
+        assert_eq!(
+            detail["backends"].as_array().map(Vec::len),
+            Some(2),
+            "{user:?}: {detail:#}"
+        );
+
+        let page = get_with(
+            &client,
+            &lb,
+            "/_lb/status",
+            &[auth, ("Accept", BROWSER_ACCEPT)],
+        )
+        .await;
+        assert_eq!(page.status, 200, "{user:?}: {page:?}");
+        assert!(page.body.contains("<table"), "{}", page.body);
+        for backend in &backends {
+            assert!(page.body.contains(&backend.url()), "{}", page.body);
+        }
+
+        let metrics = get_with(&client, &lb, "/_lb/metrics", &[auth]).await;
+        assert_eq!(metrics.status, 200, "{user:?}: {metrics:?}");
+        assert!(metrics.body.contains("heroku_lb_requests_total"));
+    }
+}
+
+/// With the token set, a wrong Basic password, malformed base64 or no credentials get 401 with `WWW-Authenticate: Basic realm="heroku-lb"` on the browser page and the metrics, while a monitor's JSON stays the 200 summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_token_browsers_and_scrapers_are_challenged_for_basic_credentials() {
+    let (backends, lb, client) = two_apps_behind_the_token().await;
+
+    let wrong = basic_authorization("user", "wrong-token");
+    let prefix = basic_authorization("user", &TOKEN[..TOKEN.len() - 1]);
+    let as_user_name = basic_authorization(TOKEN, "");
+    let cases: Vec<Option<String>> = vec![
+        None,
+        Some(wrong),
+        Some(prefix),
+        Some(as_user_name),
+        Some("Basic !!!not-base64!!!".to_string()),
+        Some("Basic dXNlcg".to_string()), // "user", no colon
+        Some("Basic x".to_string()),
+        Some("Bearer wrong".to_string()),
+    ];
+    for authorization in &cases {
+        let mut headers = vec![("Accept", BROWSER_ACCEPT)];
+        if let Some(value) = authorization {
+            headers.push(("Authorization", value.as_str()));
+        }
+        let page = get_with(&client, &lb, "/_lb/status", &headers).await;
+        assert_basic_challenge(&page);
+        assert!(!page.body.contains("<table"), "{}", page.body);
+        assert!(leaks(&page.body, &backends).is_empty(), "{}", page.body);
+        assert!(
+            page.body.contains("any user name and the status token"),
+            "{}",
+            page.body
+        );
+
+        let metrics = get_with(&client, &lb, "/_lb/metrics", &headers[1..]).await;
+        assert_basic_challenge(&metrics);
+        assert!(!metrics.body.contains("heroku_lb_"), "{metrics:?}");
+
+        let summary = get_with(&client, &lb, "/_lb/status", &headers[1..]).await;
+        assert_eq!(summary.status, 200, "{authorization:?}: {summary:?}");
+        assert!(summary.headers.get("www-authenticate").is_none());
+        assert_eq!(
+            keys(&json(&summary)),
+            BTreeSet::from(["status", "backends_total", "backends_healthy", "panic"])
+        );
+    }
+}
+
+/// After some traffic the detail shows each backend's last-minute rate, latency percentiles, 5xx per minute and ten per-minute rates, and the events name each backend's admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detail_shows_the_last_minute_of_traffic_and_the_recent_events() {
+    let (backends, lb, client) = two_apps_behind_the_token().await;
+    for _ in 0..20 {
+        let reply = common::get(&client, &lb.url_for("/some/page")).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let (_, status) = wait_status(
+        &client,
+        &lb,
+        &[("Authorization", &bearer)],
+        "the traffic in the last minute",
+        |_, s| {
+            s["backends"].as_array().is_some_and(|all| {
+                all.iter()
+                    .map(|b| b["rps_1m"].as_f64().unwrap_or(0.0))
+                    .sum::<f64>()
+                    > 0.0
+            })
+        },
+    )
+    .await;
+    for backend in &backends {
+        let entry = common::status::entry(&status, &backend.url());
+        assert_has_keys(
+            entry,
+            &[
+                "rps_1m",
+                "p50_ms_1m",
+                "p99_ms_1m",
+                "errors_5xx_per_min",
+                "rate_10m",
+            ],
+        );
+        assert!(
+            entry["rps_1m"].as_f64().is_some_and(|r| r > 0.0),
+            "{entry:#}"
+        );
+        assert!(
+            entry["p50_ms_1m"].as_f64().is_some_and(|p| p > 0.0),
+            "{entry:#}"
+        );
+        assert!(
+            entry["p99_ms_1m"].as_f64() >= entry["p50_ms_1m"].as_f64(),
+            "{entry:#}"
+        );
+        assert_eq!(entry["errors_5xx_per_min"], 0, "{entry:#}");
+        let rates = entry["rate_10m"].as_array().expect("rate_10m is a list");
+        assert_eq!(rates.len(), 10, "{entry:#}");
+        assert_eq!(rates[9], entry["rps_1m"], "{entry:#}");
+    }
+    let events = status["events"].as_array().expect("events is a list");
+    assert!(events.len() <= 20, "{status:#}");
+    for event in events {
+        assert_has_keys(event, &["at", "kind", "text"]);
+    }
+    let admitted: BTreeSet<&str> = events
+        .iter()
+        .filter(|event| event["kind"] == "admitted")
+        .filter_map(|event| event["app"].as_str())
+        .collect();
+    assert_eq!(admitted.len(), 2, "{status:#}");
 }
 
 /// Every path under /_lb/ is answered by the balancer (status, metrics, 404, 405) and none reaches a backend; /_lbx is an ordinary path.

@@ -390,7 +390,7 @@ async fn wait_in_flight_zero(client: &reqwest::Client, lb: &LbProcess) {
 fn ws_access_lines(lb: &LbProcess) -> Vec<String> {
     lb.stdout()
         .lines()
-        .filter(|line| line.contains(&format!("path={WS_PATH} ")))
+        .filter(|line| line.contains(&format!("path=\"{WS_PATH}\" ")))
         .map(str::to_string)
         .collect()
 }

@@ -25,6 +25,7 @@ pub mod resolve;
 pub mod static_list;
 
 use crate::backend::{AppTarget, BackendUrl};
+use crate::events::{self, EventKind};
 use crate::health::AppHealthCheck;
 use async_trait::async_trait;
 use log::{debug, info, warn};
@@ -202,6 +203,11 @@ impl AppDiscovery {
                 drop(status);
                 if state.last_error.take().is_some() {
                     info!("discovery recovered source=\"{}\"", self.source.describe());
+                    events::record(
+                        EventKind::DiscoveryRecovered,
+                        None,
+                        format!("discovery recovered ({})", self.source.describe()),
+                    );
                 }
                 state.next_round = round.next_round_in.map(|delay| now + delay);
                 let known = state.apps.as_deref().unwrap_or_default();
@@ -218,6 +224,17 @@ impl AppDiscovery {
                             removing.len(),
                             known.len(),
                             removing.join(",")
+                        );
+                        events::record(
+                            EventKind::RemovalHeld,
+                            None,
+                            format!(
+                                "holding the removal of {} of {} apps ({}) until the next \
+                                 round agrees",
+                                removing.len(),
+                                known.len(),
+                                removing.join(", ")
+                            ),
                         );
                         self.status.lock().shrink_pending = Some(PendingShrink {
                             removing,
@@ -260,6 +277,14 @@ impl AppDiscovery {
                         self.source.describe(),
                         error.message,
                         error.retry_in
+                    );
+                    events::record(
+                        EventKind::DiscoveryError,
+                        None,
+                        format!(
+                            "discovery failed, kept {kept} apps: {} (retry in {:?})",
+                            error.message, error.retry_in
+                        ),
                     );
                     state.last_error = Some(error.message);
                 }
@@ -423,20 +448,39 @@ fn large_removal(old: &[AppSpec], new: &[AppSpec]) -> Option<Vec<String>> {
 fn log_changes(old: &[AppSpec], new: &[AppSpec]) {
     for app in new {
         match old.iter().find(|known| known.url == app.url) {
-            None => info!(
-                "discovery added app={} url={} weight={}",
-                app.name, app.url, app.weight
-            ),
-            Some(known) if known.weight != app.weight => info!(
-                "discovery reweighted app={} url={} weight={}->{}",
-                app.name, app.url, known.weight, app.weight
-            ),
+            None => {
+                info!(
+                    "discovery added app={} url={} weight={}",
+                    app.name, app.url, app.weight
+                );
+                events::record(
+                    EventKind::AppAdded,
+                    Some(&app.name),
+                    format!("added {} weight={}", app.url, app.weight),
+                );
+            }
+            Some(known) if known.weight != app.weight => {
+                info!(
+                    "discovery reweighted app={} url={} weight={}->{}",
+                    app.name, app.url, known.weight, app.weight
+                );
+                events::record(
+                    EventKind::AppReweighted,
+                    Some(&app.name),
+                    format!("weight {}->{}", known.weight, app.weight),
+                );
+            }
             Some(_) => {}
         }
     }
     for app in old {
         if !new.iter().any(|current| current.url == app.url) {
             info!("discovery removed app={} url={}", app.name, app.url);
+            events::record(
+                EventKind::AppRemoved,
+                Some(&app.name),
+                format!("removed {}", app.url),
+            );
         }
     }
 }

@@ -327,8 +327,7 @@ impl ProxyHttp for AppProxy {
             if let Some(started) = ctx.try_started {
                 target
                     .metrics
-                    .latency
-                    .observe(started.elapsed().as_secs_f64());
+                    .observe_latency(started.elapsed().as_secs_f64());
             }
             self.ejection.answered(target, status);
         }

@@ -5,27 +5,39 @@
 //! - `GET status`: [`StatusSnapshot`] as JSON, or as an HTML page for a
 //!   browser (`html.rs`). 200 while at least one backend is healthy, 503 when
 //!   none is, so an uptime monitor can watch it. With `LB_STATUS_TOKEN` set,
-//!   only `Authorization: Bearer <token>` gets the detail; others get the
-//!   [`Summary`] (no hostnames).
+//!   only the token's holder gets the detail: `Authorization: Bearer <token>`,
+//!   or `Basic` with any user name and the token as the password (what a
+//!   browser sends for `https://user:TOKEN@…` or after its login prompt).
+//!   Others get the [`Summary`] (no hostnames): a JSON caller with 200/503 as
+//!   above, because uptime monitors poll it without credentials; a browser
+//!   (`Accept: text/html`) with 401 and `WWW-Authenticate: Basic
+//!   realm="heroku-lb"`, as HAProxy's `stats auth` does, so it asks.
 //! - `GET metrics`: Prometheus text (`metrics.rs`), with state gauges set from
-//!   a fresh snapshot; behind the token too, when one is set (it names apps).
+//!   a fresh snapshot; behind the token too, when one is set (it names apps):
+//!   401 with the same `Basic` challenge without it.
 //!
 //! The detail names every app's URL and address, which lets a client go
 //! around the balancer, so without a token only loopback callers (an operator
 //! on the machine) see it and the metrics; everyone else gets the summary or
 //! 401. On a dyno every caller's TCP peer is Heroku's router, so there no
-//! caller counts as local and the detail needs the token ([`may_see_detail`]).
+//! caller counts as local and the detail needs the token (`access.rs`).
 //!
 //! Input: the `LoadBalancer` (membership and Pingora's health), each
-//! `AppTarget` (address, checks, counters), discovery's status and the
-//! Platform API figures. Nothing here changes state.
+//! `AppTarget` (address, checks, counters, its last ten minutes of traffic in
+//! `traffic.rs`), discovery's status, the Platform API figures and the recent
+//! events (`events.rs`). Nothing here changes state.
 
+mod access;
 mod html;
 mod time;
+
+pub use access::Access;
+use access::{may_see_detail, presented_token};
 
 use crate::backend::AppTarget;
 use crate::discovery::heroku::api::ApiStats;
 use crate::discovery::DiscoveryStatus;
+use crate::events::events;
 use crate::metrics::{self, metrics};
 use crate::selection::Policy;
 use bytes::Bytes;
@@ -35,7 +47,6 @@ use pingora::lb::LoadBalancer;
 use pingora::proxy::Session;
 use pingora::Result;
 use serde::Serialize;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,6 +68,19 @@ pub struct StatusSnapshot {
     pub panic: bool,
     pub discovery: DiscoveryView,
     pub backends: Vec<BackendView>,
+    /// The last events (`events.rs`), newest first.
+    pub events: Vec<EventView>,
+}
+
+/// One recent event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub at: String,
+    /// `up`, `down`, `admitted`, `ejected`, `panic_on`, `app_added`, …
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    pub text: String,
 }
 
 /// What a caller without the token sees.
@@ -113,6 +137,15 @@ pub struct BackendView {
     pub connect_failures: u64,
     /// Requests at this backend now.
     pub in_flight: usize,
+    /// Requests per second over the last minute.
+    pub rps_1m: f64,
+    /// Upstream latency percentiles over the last minute (null: no answer).
+    pub p50_ms_1m: Option<f64>,
+    pub p99_ms_1m: Option<f64>,
+    /// 5xx answers in the last minute.
+    pub errors_5xx_per_min: u64,
+    /// Requests per second in each of the last ten minutes, oldest first.
+    pub rate_10m: [f64; crate::traffic::MINUTES],
 }
 
 /// The `/_lb/` endpoints.
@@ -214,6 +247,16 @@ impl StatusPage {
                     .and_then(|api| api.rate_limit_remaining()),
             },
             backends,
+            events: events()
+                .recent()
+                .into_iter()
+                .map(|event| EventView {
+                    at: time::rfc3339(event.at),
+                    kind: event.kind.label(),
+                    app: event.app,
+                    text: event.text,
+                })
+                .collect(),
         }
     }
 
@@ -227,6 +270,7 @@ impl StatusPage {
                 405,
                 "text/plain; charset=utf-8",
                 b"method not allowed\n".to_vec(),
+                false,
             )
             .await?;
             return Ok(true);
@@ -240,28 +284,54 @@ impl StatusPage {
                 } else {
                     503
                 };
-                let authorized = self.authorized(session);
-                let (content_type, body) = if wants_html(session) {
-                    (
+                let access = self.access(session);
+                let html = wants_html(session);
+                let (code, content_type, body) = match access {
+                    Access::Detail if html => (
+                        code,
                         "text/html; charset=utf-8",
-                        html::render(&snapshot, authorized).into_bytes(),
-                    )
-                } else if authorized {
-                    ("application/json", to_json(&snapshot))
-                } else {
-                    ("application/json", to_json(&summary(&snapshot)))
+                        html::render(&snapshot, Access::Detail).into_bytes(),
+                    ),
+                    Access::Detail => (code, "application/json", to_json(&snapshot)),
+                    // A browser is asked for the token; see the module doc.
+                    Access::TokenRequired if html => (
+                        401,
+                        "text/html; charset=utf-8",
+                        html::render(&snapshot, access).into_bytes(),
+                    ),
+                    _ if html => (
+                        code,
+                        "text/html; charset=utf-8",
+                        html::render(&snapshot, access).into_bytes(),
+                    ),
+                    _ => (code, "application/json", to_json(&summary(&snapshot))),
                 };
-                respond(session, code, content_type, body).await?;
+                let challenge = code == 401;
+                respond(session, code, content_type, body, challenge).await?;
             }
             // Metrics name every app: behind the token like the status detail
-            // (Prometheus sends it with `authorization: {credentials: …}`).
-            "metrics" if !self.authorized(session) => {
-                let why: &[u8] = if self.token.is_some() {
-                    b"bearer token required\n"
-                } else {
-                    b"set LB_STATUS_TOKEN and send it as a bearer token to read the metrics\n"
+            // (Prometheus sends it with `authorization: {credentials: …}` or
+            // `basic_auth`).
+            "metrics" if self.access(session) != Access::Detail => {
+                let access = self.access(session);
+                let why: &[u8] = match access {
+                    Access::TokenRequired => {
+                        b"the status token is required: Basic auth with any user name and the \
+                          token as the password, or a bearer token\n"
+                    }
+                    _ => {
+                        b"set LB_STATUS_TOKEN and send it (Basic password or bearer token) \
+                           to read the metrics\n"
+                    }
                 };
-                respond(session, 401, "text/plain; charset=utf-8", why.to_vec()).await?;
+                respond(
+                    session,
+                    401,
+                    "text/plain; charset=utf-8",
+                    why.to_vec(),
+                    access == Access::TokenRequired,
+                )
+                .await?;
             }
             "metrics" => {
                 self.update_gauges(&self.snapshot());
@@ -272,6 +342,7 @@ impl StatusPage {
                             200,
                             "text/plain; version=0.0.4; charset=utf-8",
                             body,
+                            false,
                         )
                         .await?
                     }
@@ -281,6 +352,7 @@ impl StatusPage {
                             500,
                             "text/plain; charset=utf-8",
                             format!("{e}\n").into_bytes(),
+                            false,
                         )
                         .await?
                     }
@@ -288,32 +360,47 @@ impl StatusPage {
             }
             _ => {
                 let body = format!("not found; try {0}status or {0}metrics\n", self.prefix);
-                respond(session, 404, "text/plain; charset=utf-8", body.into_bytes()).await?;
+                respond(
+                    session,
+                    404,
+                    "text/plain; charset=utf-8",
+                    body.into_bytes(),
+                    false,
+                )
+                .await?;
             }
         }
         Ok(true)
     }
 
-    /// Whether this caller gets the detail and the metrics ([`may_see_detail`]).
-    fn authorized(&self, session: &Session) -> bool {
-        let presented = session
-            .req_header()
-            .headers
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map_or("", |(_, token)| token);
+    /// What this caller may see (`access.rs`), and if not, why not.
+    fn access(&self, session: &Session) -> Access {
+        let presented = presented_token(
+            session
+                .req_header()
+                .headers
+                .get("authorization")
+                .and_then(|value| value.to_str().ok()),
+        );
         let peer = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip());
-        may_see_detail(
+        let behind_heroku_router = self.instance.is_some();
+        if may_see_detail(
             self.token.as_deref(),
-            presented,
+            &presented,
             peer,
-            self.instance.is_some(),
-        )
+            behind_heroku_router,
+        ) {
+            Access::Detail
+        } else if self.token.is_some() {
+            Access::TokenRequired
+        } else if behind_heroku_router {
+            Access::NoTokenOnDyno
+        } else {
+            Access::LoopbackOnly
+        }
     }
 
     fn update_gauges(&self, snapshot: &StatusSnapshot) {
@@ -346,24 +433,9 @@ impl StatusPage {
     }
 }
 
-/// Who sees the detail and the metrics. With a token: whoever presents it as
-/// a bearer token. Without one: a loopback caller (127.0.0.0/8, ::1), except
-/// behind Heroku's router, where every caller's peer is the router and none
-/// is local.
-fn may_see_detail(
-    token: Option<&str>,
-    presented: &str,
-    peer: Option<IpAddr>,
-    behind_heroku_router: bool,
-) -> bool {
-    match token {
-        Some(token) => constant_time_eq(presented.trim().as_bytes(), token.as_bytes()),
-        None => !behind_heroku_router && peer.is_some_and(|peer| peer.to_canonical().is_loopback()),
-    }
-}
-
 fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> BackendView {
     let (last, consecutive_failures) = target.health_view();
+    let recent = target.metrics.recent.figures();
     let state = if target.addr().is_none() {
         "unresolved"
     } else if !target.is_admitted() {
@@ -390,6 +462,11 @@ fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> Bac
         responses_5xx: target.counters.responses_5xx.load(Ordering::Relaxed),
         connect_failures: target.counters.connect_failures.load(Ordering::Relaxed),
         in_flight: target.in_flight(),
+        rps_1m: recent.rps_1m,
+        p50_ms_1m: recent.p50_ms_1m,
+        p99_ms_1m: recent.p99_ms_1m,
+        errors_5xx_per_min: recent.errors_5xx_per_min,
+        rate_10m: recent.rate_10m,
     }
 }
 
@@ -423,8 +500,12 @@ async fn respond(
     code: u16,
     content_type: &str,
     body: Vec<u8>,
+    challenge: bool,
 ) -> Result<()> {
-    let mut response = ResponseHeader::build(code, Some(4))?;
+    let mut response = ResponseHeader::build(code, Some(5))?;
+    if challenge {
+        response.insert_header("WWW-Authenticate", "Basic realm=\"heroku-lb\"")?;
+    }
     response.insert_header("Content-Type", content_type)?;
     response.insert_header("Content-Length", body.len().to_string())?;
     response.insert_header("Cache-Control", "no-store")?;
@@ -438,15 +519,6 @@ async fn respond(
             .await?;
     }
     Ok(())
-}
-
-/// Compare without an early exit, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut difference = a.len() ^ b.len();
-    for (i, byte) in b.iter().enumerate() {
-        difference |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
-    }
-    difference == 0
 }
 
 #[cfg(test)]
@@ -491,6 +563,11 @@ mod tests {
                     responses_5xx: 0,
                     connect_failures: 0,
                     in_flight: 0,
+                    rps_1m: 1.5,
+                    p50_ms_1m: Some(11.31),
+                    p99_ms_1m: Some(45.25),
+                    errors_5xx_per_min: 0,
+                    rate_10m: [0.0, 0.5, 1.0, 2.0, 4.0, 2.0, 1.0, 1.5, 1.5, 1.5],
                 },
                 BackendView {
                     name: "shop-<2>".into(),
@@ -507,6 +584,25 @@ mod tests {
                     responses_5xx: 4,
                     connect_failures: 0,
                     in_flight: 0,
+                    rps_1m: 0.07,
+                    p50_ms_1m: None,
+                    p99_ms_1m: None,
+                    errors_5xx_per_min: 4,
+                    rate_10m: [0.0; 10],
+                },
+            ],
+            events: vec![
+                EventView {
+                    at: "2026-11-23T09:00:02Z".into(),
+                    kind: "down",
+                    app: Some("shop-<2>".into()),
+                    text: "2 health checks failed, last: <b>status 503</b> & \"'".into(),
+                },
+                EventView {
+                    at: "2026-11-23T09:00:00Z".into(),
+                    kind: "panic_off",
+                    app: None,
+                    text: "panic routing off".into(),
                 },
             ],
         }
@@ -542,48 +638,17 @@ mod tests {
     }
 
     #[test]
-    fn without_a_token_only_loopback_callers_off_heroku_see_the_detail() {
-        let ip = |raw: &str| Some(raw.parse::<IpAddr>().expect("a test IP"));
-        for local in [
-            "127.0.0.1",
-            "127.0.0.2",
-            "127.255.0.9",
-            "::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(may_see_detail(None, "", ip(local), false), "{local}");
-            assert!(
-                !may_see_detail(None, "", ip(local), true),
-                "{local} on a dyno"
-            );
-        }
-        for remote in [
-            "10.0.0.1",
-            "203.0.113.7",
-            "::2",
-            "::ffff:10.0.0.1",
-            "0.0.0.0",
-        ] {
-            assert!(!may_see_detail(None, "", ip(remote), false), "{remote}");
-        }
-        assert!(!may_see_detail(None, "", None, false), "no peer: not local");
-    }
-
-    #[test]
-    fn with_a_token_only_its_bearer_sees_the_detail_wherever_they_are() {
-        let local = Some(IpAddr::from([127, 0, 0, 1]));
-        let remote = Some(IpAddr::from([203, 0, 113, 7]));
-        assert!(may_see_detail(Some("s3cret"), "s3cret", remote, true));
-        assert!(may_see_detail(Some("s3cret"), " s3cret ", remote, false));
-        assert!(!may_see_detail(Some("s3cret"), "", local, false));
-        assert!(!may_see_detail(Some("s3cret"), "wrong", local, false));
-    }
-
-    #[test]
-    fn token_comparison_needs_the_exact_token() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cretx", b"s3cret"));
-        assert!(!constant_time_eq(b"", b"s3cret"));
+    fn the_detail_carries_the_recent_figures_and_events() {
+        let value: serde_json::Value = serde_json::from_slice(&to_json(&sample())).expect("json");
+        let backend = &value["backends"][0];
+        assert_eq!(backend["rps_1m"], 1.5);
+        assert_eq!(backend["p99_ms_1m"], 45.25);
+        assert_eq!(backend["errors_5xx_per_min"], 0);
+        assert_eq!(backend["rate_10m"].as_array().map(Vec::len), Some(10));
+        assert!(value["backends"][1]["p50_ms_1m"].is_null());
+        let event = &value["events"][0];
+        assert_eq!(event["kind"], "down");
+        assert_eq!(event["app"], "shop-<2>");
+        assert!(value["events"][1].get("app").is_none());
     }
 }

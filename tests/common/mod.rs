@@ -2,7 +2,8 @@
 //! (`lb`), plain HTTP backends (`backend`), hand-written HTTP/1.1 backends
 //! (`raw_backend`), backends that answer after a chosen delay (`slow_backend`), a TLS router shared by several apps (`router`), the fake
 //! Platform API (`heroku_api`), readers of `/_lb/status` and `/_lb/metrics`
-//! (`status`) and of the shipped Dockerfile (`dockerfile`), plus the small
+//! (`status`) and of the shipped Dockerfile (`dockerfile`), headless Chromium
+//! (`browser`), plus the small
 //! helpers below.
 //! Everything listens on 127.0.0.1 with ports chosen by the kernel, and every
 //! wait is bounded by a try count and a deadline, so tests can run in parallel
@@ -11,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod browser;
 pub mod dockerfile;
 pub mod heroku_api;
 pub mod lb;

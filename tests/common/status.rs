@@ -1,6 +1,7 @@
 //! Reading the balancer's own view of itself: `/_lb/status` as JSON, one
-//! backend's entry in it, one sample of `/_lb/metrics`, and waiting until the
-//! status shows a given number of healthy backends.
+//! backend's entry in it, one sample of `/_lb/metrics`, waiting until the
+//! status shows a given number of healthy backends, and the `Authorization`
+//! value a browser sends for `user:password@`.
 
 use std::time::{Duration, Instant};
 
@@ -115,4 +116,18 @@ pub async fn wait_healthy_with(
             lb.output()
         );
     }
+}
+
+/// The `Authorization: Basic …` value for `user` and `password`, made by
+/// reqwest (not by the balancer's own decoder).
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    let request = reqwest::Client::new()
+        .get("http://127.0.0.1/")
+        .basic_auth(user, Some(password))
+        .build()
+        .expect("a request to a fixed loopback URL always builds");
+    request.headers()["authorization"]
+        .to_str()
+        .expect("base64 is ASCII")
+        .to_string()
 }
