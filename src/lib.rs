@@ -6,30 +6,32 @@
 //! the ones that are up, and deploys itself to Heroku as a container app.
 //!
 //! # Layout
-//! In the order a discovery round and then a request travel:
-//! - [`config`]: `Settings` from `pingora.yaml` and the environment, plus Pingora's `ServerConf`.
-//! - [`backend`]: what one backend is (URL identity, Host, SNI, resolved address) and how it
-//!   rides inside Pingora's `Backend`.
+//! Top-down: each module uses only the ones listed after it (no import
+//! circle), and the list reads in the order a request meets them.
+//! - [`cli`]: `--version` and `--help`, before Pingora parses its own flags.
+//! - [`proxy`]: the `ProxyHttp` implementation: `/_lb/` routing, selection, retries, what
+//!   passive ejection hears, hop headers (and whose `X-Forwarded-*` to trust), the app's own
+//!   URLs in redirects and cookies, errors, request lines and per-request metrics.
+//! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
+//! - [`shutdown`]: the log of what a graceful shutdown did to requests in flight.
+//! - [`demo`]: the embedded demo backends (a static source over local servers).
 //! - [`discovery`]: the `ServiceDiscovery` Pingora's `LoadBalancer` runs: app sources
-//!   (static list, demo) and background name resolution.
+//!   (static list, Heroku pipeline) and background name resolution.
 //! - [`health`]: `AppHealthCheck`, TCP then HTTP with each app's Host and SNI, run by
 //!   Pingora's `HealthCheckService` on its own schedule.
 //! - [`ejection`]: passive ejection on failures seen on live traffic, capped by
 //!   `max_ejection_percent`.
 //! - [`selection`]: the balancing policy (round robin, least connections), panic routing
-//!   and in-flight counts.
-//! - [`sticky`]: the sticky-session cookie.
-//! - [`proxy`]: the `ProxyHttp` implementation: `/_lb/` routing, selection, retries, what
-//!   passive ejection hears, hop headers (and whose `X-Forwarded-*` to trust), the app's own
-//!   URLs in redirects and cookies, errors, per-request metrics.
-//! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
-//! - [`metrics`]: every Prometheus registration in one place.
-//! - [`traffic`]: each backend's last ten minutes (rate, 5xx, latency percentiles) for status.
+//!   and in-flight counts; [`sticky`]: the sticky-session cookie.
+//! - [`backend`]: what one backend is at run time (`AppTarget`: address, health, counters)
+//!   and how it rides inside Pingora's `Backend`.
 //! - [`events`]: the last few health, ejection, panic and discovery events, for status.
-//! - [`shutdown`]: the log of what a graceful shutdown did to requests in flight.
-//! - [`demo`]: the embedded demo backends.
-//!
-//! - [`cli`]: `--version` and `--help`, before Pingora parses its own flags.
+//! - [`metrics`]: every Prometheus registration in one place; [`traffic`]: each
+//!   backend's last ten minutes (rate, 5xx, latency percentiles) for status.
+//! - [`config`]: `Settings` from `pingora.yaml` and the environment, plus Pingora's
+//!   `ServerConf`; one table of every setting.
+//! - [`values`]: the value types configuration parses (backend URL, policy, cookie name,
+//!   IP range), below everything.
 //!
 //! `main.rs` only wires these into a Pingora `Server`.
 
@@ -48,3 +50,4 @@ pub mod shutdown;
 pub mod status;
 pub mod sticky;
 pub mod traffic;
+pub mod values;

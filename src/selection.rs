@@ -26,6 +26,8 @@
 //! [`InFlight::enter`] and lowered by the guard's `Drop`, exactly once however
 //! the request ends, because the context that owns the guard is dropped once.
 
+pub use crate::values::Policy;
+
 use crate::backend::AppTarget;
 use crate::events::{self, EventKind};
 use log::{info, warn};
@@ -41,36 +43,6 @@ const MAX_SELECT_STEPS: usize = 1024;
 /// One full turn of the least-connections stride scheduler: a backend of
 /// weight `w` advances `STRIDE / w` per pick.
 const STRIDE: u64 = 1 << 20;
-
-/// The balancing policy (`LB_POLICY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    RoundRobin,
-    LeastConnections,
-}
-
-impl Policy {
-    /// Accepted spellings, for config errors.
-    pub const NAMES: &'static [&'static str] = &["round_robin", "least_connections"];
-
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        match raw.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-            "round_robin" => Ok(Policy::RoundRobin),
-            "least_connections" => Ok(Policy::LeastConnections),
-            _ => Err(format!(
-                "'{raw}' is not a policy; expected one of {}",
-                Self::NAMES.join(", ")
-            )),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::RoundRobin => "round_robin",
-            Policy::LeastConnections => "least_connections",
-        }
-    }
-}
 
 /// Which backends a pick may choose from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

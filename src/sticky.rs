@@ -12,6 +12,8 @@
 //! the request is balanced by the policy and gets a fresh cookie. The proxy
 //! strips our cookie before forwarding; the app's own cookies pass untouched.
 
+pub use crate::values::valid_cookie_name;
+
 use crate::backend::AppTarget;
 use http::HeaderValue;
 use ring::hmac;
@@ -141,15 +143,6 @@ fn trim(bytes: &[u8]) -> &[u8] {
         .rposition(|byte| !matches!(byte, b' ' | b'\t'))
         .map_or(start, |last| last + 1);
     &bytes[start..end]
-}
-
-/// Whether `name` is a valid cookie name (an RFC 6265 token).
-pub fn valid_cookie_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@
 
 use super::env::{self, Env};
 use super::file::FileSettings;
+use super::parse::*;
 use super::source::backend_source;
-use super::values::*;
 use super::{
     BackendSource, ConfigError, HealthSettings, Settings, StickySettings, UpstreamSettings,
 };
-use crate::proxy::IpCidr;
-use crate::selection::Policy;
-use crate::sticky::valid_cookie_name;
+use crate::values::valid_cookie_name;
+use crate::values::IpCidr;
+use crate::values::Policy;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;

@@ -15,22 +15,22 @@
 mod build;
 pub mod env;
 pub mod file;
+mod parse;
 mod source;
 pub mod table;
-mod values;
 
-use crate::backend::BackendUrl;
-use crate::proxy::IpCidr;
-use crate::selection::Policy;
+use crate::values::BackendUrl;
+use crate::values::IpCidr;
+use crate::values::Policy;
 use build::build_settings;
 use env::Env;
 use file::FileSettings;
+use parse::{check_ca_file, parse_at_least_one, parse_count};
 use pingora::server::configuration::ServerConf;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
-use values::{check_ca_file, parse_at_least_one, parse_count};
 
 /// A configuration problem: which variable, key or file, and why.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,7 @@
 
 use super::env::{self, Env};
 use super::file::FileSettings;
-use super::values::*;
+use super::parse::*;
 use super::{ApiKey, BackendSource, ConfigError, PipelineSettings};
 use std::time::Duration;
 

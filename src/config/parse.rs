@@ -4,8 +4,8 @@
 
 use super::env::Env;
 use super::{ConfigError, STAGES};
-use crate::backend::BackendUrl;
-use crate::proxy::IpCidr;
+use crate::values::BackendUrl;
+use crate::values::IpCidr;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
