@@ -15,6 +15,8 @@
 //!
 //! `cargo run --release --example fake_platform_api -- --apps 1000 --backend-ports 9001,9002,9003`
 
+// The tests' fake, whole: this program drives only part of it.
+#[allow(dead_code)]
 #[path = "../tests/common/heroku_api.rs"]
 mod heroku_api;
 

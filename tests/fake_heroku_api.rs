@@ -2,6 +2,8 @@
 //! tests trust it to behave like Heroku's, so its headers, paging, conditional requests, rate
 //! limit and failure switches are checked here directly with reqwest.
 
+// The fake, whole: this self-test checks its answers, not every builder.
+#[allow(dead_code)]
 #[path = "common/heroku_api.rs"]
 mod heroku_api;
 

@@ -7,7 +7,6 @@
 //! answer, `Range`/`Next-Range` paging with 206, and `ETag`/`If-None-Match` with 304.
 //! The server runs on its own thread and Tokio runtime, so every method is synchronous and works
 //! from plain and `#[tokio::test]` tests alike; dropping the handle stops it.
-#![allow(dead_code)]
 
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{BTreeMap, BTreeSet};
@@ -144,14 +143,6 @@ impl<'a> AppFixture<'a> {
     }
 }
 
-/// A `web_url` in the form Heroku gives new apps: `https://NAME-<12 hex>.herokuapp.com/`.
-pub fn herokuapp_web_url(name: &str) -> String {
-    let mut hasher = DefaultHasher::new();
-    name.hash(&mut hasher);
-    let hex = format!("{:016x}", hasher.finish());
-    format!("https://{name}-{}.herokuapp.com/", &hex[..12])
-}
-
 /// What the fake does instead of answering normally. Set with [`FakeHerokuApi::set_failure`]
 /// (every request), [`FakeHerokuApi::set_failure_on`] (paths with a prefix) or
 /// [`FakeHerokuApi::fail_next`] (the next n requests).
@@ -223,11 +214,7 @@ impl FakeHerokuApi {
     /// Defaults: no pipelines or apps, `RateLimit-Remaining` [`DEFAULT_RATE_LIMIT`], no page-size
     /// cap, no failure, and a 304 costs a token like any request.
     pub fn start(api_key: &str) -> Self {
-        Self::start_with_rate_limit(api_key, DEFAULT_RATE_LIMIT)
-    }
-
-    /// Like [`FakeHerokuApi::start`], with `RateLimit-Remaining` starting at `remaining`.
-    pub fn start_with_rate_limit(api_key: &str, remaining: u32) -> Self {
+        let remaining = DEFAULT_RATE_LIMIT;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("binding 127.0.0.1:0 for the fake Heroku API");
         listener
@@ -296,16 +283,6 @@ impl FakeHerokuApi {
         PipelineId(id)
     }
 
-    /// Deletes a pipeline and its couplings (its apps stay, uncoupled).
-    pub fn remove_pipeline(&self, pipeline: &PipelineId) {
-        let mut state = self.state();
-        assert!(
-            state.pipelines.remove(pipeline.as_str()).is_some(),
-            "no pipeline {pipeline} in the fake"
-        );
-        state.couplings.retain(|_, c| c.pipeline_id != pipeline.0);
-    }
-
     /// Creates an app (with its `web` formation when `web_quantity` is set) coupled to the
     /// fixture's pipeline and stage; returns its id.
     pub fn add_app(&self, fixture: AppFixture<'_>) -> AppId {
@@ -362,19 +339,6 @@ impl FakeHerokuApi {
         let mut state = self.state();
         state.app_mut(app);
         state.couplings.retain(|_, c| c.app_id != app.0);
-    }
-
-    /// Couples an app (again) to `pipeline` at `stage`, replacing any coupling it has.
-    pub fn couple_app(&self, app: &AppId, pipeline: &PipelineId, stage: &str) {
-        check_stage(stage);
-        let mut state = self.state();
-        state.app_mut(app);
-        assert!(
-            state.pipelines.contains_key(pipeline.as_str()),
-            "no pipeline {pipeline} in the fake"
-        );
-        state.couplings.retain(|_, c| c.app_id != app.0);
-        state.couple(app, pipeline, stage);
     }
 
     /// Turns maintenance mode on or off.
@@ -449,11 +413,6 @@ impl FakeHerokuApi {
     /// The current `RateLimit-Remaining`.
     pub fn rate_limit_remaining(&self) -> u32 {
         self.state().rate_limit_remaining
-    }
-
-    /// Whether a 304 answer costs a token (default true; Heroku's behaviour is unconfirmed).
-    pub fn set_not_modified_costs_token(&self, costs: bool) {
-        self.state().not_modified_costs_token = costs;
     }
 
     /// Forces list pages to at most `cap` items, whatever `Range` asks for.
@@ -625,7 +584,6 @@ struct State {
     couplings: BTreeMap<String, CouplingRecord>,
     owner_id: String,
     rate_limit_remaining: u32,
-    not_modified_costs_token: bool,
     page_size_cap: Option<usize>,
     /// Apps still coupled that the key no longer sees: left out of
     /// `POST /filters/apps`, 404 on `GET /apps/{id}`.
@@ -686,7 +644,6 @@ impl State {
             couplings: BTreeMap::new(),
             owner_id: ids.uuid(),
             rate_limit_remaining,
-            not_modified_costs_token: true,
             page_size_cap: None,
             hidden: BTreeSet::new(),
             rules: Vec::new(),
@@ -1124,8 +1081,7 @@ async fn handle(
         // A 401 names no account to charge; a 429 is the bucket already empty.
         let costs = !free
             && answer.status != StatusCode::UNAUTHORIZED
-            && answer.status != StatusCode::TOO_MANY_REQUESTS
-            && (answer.status != StatusCode::NOT_MODIFIED || state.not_modified_costs_token);
+            && answer.status != StatusCode::TOO_MANY_REQUESTS;
         if costs {
             state.rate_limit_remaining = state.rate_limit_remaining.saturating_sub(1);
         }
