@@ -12,11 +12,10 @@ What runs (all on 127.0.0.1, standard library only, Python 3.11):
   elsewhere during the run cannot swap it);
 - three backend apps, each a small Python HTTP/1.1 keep-alive server in its own
   process (`soak.py --serve-backend PORT NAME`);
-- a minimal fake Heroku Platform API in this process: one pipeline whose
-  production stage holds the three apps, answering
-  `GET /pipelines/{id}/pipeline-couplings` (200, one page, ETag and 304),
-  `POST /filters/apps`, `GET /apps/{id}` and `GET /apps/{id}/formation/web`
-  with Heroku's JSON shapes and `RateLimit-Remaining`;
+- the tests' own fake Heroku Platform API (`tests/common/heroku_api.rs`, run
+  as `examples/fake_platform_api.rs`): one pipeline whose production stage
+  holds the three apps, with Heroku's paths, headers and JSON shapes, ETags,
+  `RateLimit-Remaining`, and every list cut into pages of two;
 - heroku-lb in pipeline mode against it, `DISCOVERY_INTERVAL=2`,
   `HEALTH_CHECK_INTERVAL=1`;
 - churn: app 2 leaves the pipeline and comes back every 30 s; app 3's process
@@ -37,7 +36,6 @@ error. Every process started here is stopped before it exits (also on Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import http.server
 import json
@@ -50,13 +48,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-API_KEY = "soak-api-key-not-a-secret"
-RATE_LIMIT_BUCKET = 4500
-RATE_LIMIT_REFILL_PER_SECOND = 75 / 60
+# Every list of the fake is cut into pages this long, so paging never rests.
+PAGE_SIZE = 2
 TOGGLE_EVERY = 30.0
 FLAP_EVERY = 20.0
 FLAP_DOWN_FOR = 5.0
@@ -77,14 +73,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def now_iso8601() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-# --------------------------------------------------------------------------
-# Backend apps (each in its own process)
 
 
 def serve_backend(port: int, name: str) -> None:
@@ -160,167 +148,77 @@ class Backend:
 
 
 class FakeApi:
-    """One pipeline, its production apps, Heroku's JSON shapes and headers."""
+    """The tests' own fake Platform API (`tests/common/heroku_api.rs`), run as
+    `examples/fake_platform_api.rs`: Heroku's real paths, headers and JSON
+    shapes, `RateLimit-Remaining`, ETags, and every list cut into pages of
+    `PAGE_SIZE` so that paging is exercised all the time. App n is `app-n`
+    at `http://app-n.bench.test:PORT/` (pinned to 127.0.0.1 for heroku-lb)."""
 
-    def __init__(self, backends: list[Backend]):
-        self.lock = threading.Lock()
-        self.pipeline_id = str(uuid.uuid4())
-        self.apps = {}
-        self.couplings = {}
-        for backend in backends:
-            app_id = str(uuid.uuid4())
-            self.apps[app_id] = {"name": backend.name, "web_url": backend.web_url}
-            self.couplings[app_id] = str(uuid.uuid4())
-        self.app_ids = list(self.apps)
-        self.remaining = float(RATE_LIMIT_BUCKET)
-        self.refilled_at = time.monotonic()
-        self.requests = 0
-        self.not_modified = 0
-        self.server: http.server.ThreadingHTTPServer | None = None
+    def __init__(self, binary: str, backends: list[Backend]):
+        self.binary = binary
+        self.backends = backends
+        self.proc: subprocess.Popen | None = None
+        self.api_url = self.api_key = self.pipeline_id = self.stats_url = ""
 
-    def set_coupled(self, app_id: str, coupled: bool) -> None:
-        with self.lock:
-            if coupled:
-                self.couplings.setdefault(app_id, str(uuid.uuid4()))
-            else:
-                self.couplings.pop(app_id, None)
-
-    def app_json(self, app_id: str) -> dict:
-        app = self.apps[app_id]
-        return {
-            "id": app_id, "name": app["name"], "web_url": app["web_url"],
-            "maintenance": False, "released_at": now_iso8601(),
-            "region": {"id": "59accabd-516d-4f0e-83e6-6e3757701145", "name": "us"},
-            "stack": {"id": "74cfe988-7527-4ca4-9667-77bfa2e4bd88", "name": "heroku-24"},
-            "created_at": now_iso8601(), "updated_at": now_iso8601(),
-        }
-
-    def couplings_json(self) -> list:
-        return [
-            {
-                "id": coupling_id, "app": {"id": app_id},
-                "pipeline": {"id": self.pipeline_id}, "stage": "production",
-                "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
-            }
-            for app_id, coupling_id in sorted(self.couplings.items(), key=lambda kv: kv[1])
-        ]
-
-    def spend(self) -> int:
-        now = time.monotonic()
-        self.remaining = min(
-            RATE_LIMIT_BUCKET,
-            self.remaining + (now - self.refilled_at) * RATE_LIMIT_REFILL_PER_SECOND,
-        )
-        self.refilled_at = now
-        self.remaining = max(0.0, self.remaining - 1)
-        self.requests += 1
-        return int(self.remaining)
-
-    def answer(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, bytes]:
-        def error(status: int, ident: str, message: str):
-            return status, {}, json.dumps({"id": ident, "message": message, "url": None}).encode()
-
-        if "application/vnd.heroku+json" not in headers.get("Accept", ""):
-            return error(406, "not_acceptable", "Please specify a version.")
-        if headers.get("Authorization", "") != f"Bearer {API_KEY}":
-            return error(401, "unauthorized", "Invalid credentials provided.")
-        parts = [p for p in path.split("?")[0].split("/") if p]
-        with self.lock:
-            if method == "GET" and len(parts) == 3 and parts[0] == "pipelines" \
-                    and parts[2] == "pipeline-couplings":
-                if parts[1] != self.pipeline_id:
-                    return error(404, "not_found", "Couldn't find that pipeline.")
-                payload = json.dumps(self.couplings_json()).encode()
-                etag = '"' + hashlib.sha256(payload).hexdigest()[:32] + '"'
-                if headers.get("If-None-Match") == etag:
-                    self.not_modified += 1
-                    return 304, {"ETag": etag}, b""
-                return 200, {"ETag": etag, "Accept-Ranges": "id"}, payload
-            if method == "GET" and len(parts) == 2 and parts[0] == "pipelines":
-                if parts[1] not in (self.pipeline_id, "soak"):
-                    return error(404, "not_found", "Couldn't find that pipeline.")
-                return 200, {}, json.dumps({"id": self.pipeline_id, "name": "soak"}).encode()
-            if method == "POST" and parts == ["filters", "apps"]:
-                try:
-                    ids = json.loads(body or b"{}")["in"]["id"]
-                except (ValueError, KeyError, TypeError):
-                    return error(422, "invalid_params", "Expected {\"in\": {\"id\": [...]}}.")
-                found = [self.app_json(i) for i in ids if i in self.apps]
-                return 200, {}, json.dumps(found).encode()
-            if method == "GET" and len(parts) == 2 and parts[0] == "apps":
-                if parts[1] not in self.apps:
-                    return error(404, "not_found", "Couldn't find that app.")
-                return 200, {}, json.dumps(self.app_json(parts[1])).encode()
-            if method == "GET" and len(parts) == 4 and parts[0] == "apps" \
-                    and parts[2] == "formation" and parts[3] == "web":
-                if parts[1] not in self.apps:
-                    return error(404, "not_found", "Couldn't find that app.")
-                formation = {
-                    "id": str(uuid.uuid5(uuid.NAMESPACE_URL, parts[1])), "type": "web",
-                    "quantity": 1, "size": "Basic", "command": "npm start",
-                    "app": {"id": parts[1], "name": self.apps[parts[1]]["name"]},
-                    "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
-                }
-                return 200, {}, json.dumps(formation).encode()
-        return error(404, "not_found", "The requested API endpoint was not found.")
+    def hosts(self) -> list[str]:
+        return [f"app-{n}.bench.test" for n in range(len(self.backends))]
 
     def start(self) -> str:
-        api = self
+        ports = ",".join(str(b.port) for b in self.backends)
+        self.proc = subprocess.Popen(
+            [self.binary, "--apps", str(len(self.backends)), "--backend-ports", ports,
+             "--page-size", str(PAGE_SIZE)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else b""
+        try:
+            info = json.loads(line)
+        except ValueError:
+            die(f"the fake Platform API did not start: {line!r}")
+        self.api_url, self.api_key = info["api_url"], info["api_key"]
+        self.pipeline_id, self.stats_url = info["pipeline"], info["stats_url"]
+        return self.api_url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def control(self, path: str) -> dict:
+        url = self.stats_url.removeprefix("http://").rstrip("/")
+        host, port = url.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("GET", path)
+        body = conn.getresponse().read()
+        conn.close()
+        return json.loads(body)
 
-            def handle_any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                status, extra, payload = api.answer(self.command, self.path, self.headers, body)
-                with api.lock:
-                    remaining = api.spend()
-                self.send_response(status)
-                self.send_header("RateLimit-Remaining", str(remaining))
-                self.send_header("Request-Id", str(uuid.uuid4()))
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                if status != 304:
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if status != 304:
-                    self.wfile.write(payload)
+    def set_coupled(self, app: int, coupled: bool) -> None:
+        """App `app` joins or leaves the production stage."""
+        self.control(f"/{'join' if coupled else 'leave'}/app-{app}")
 
-            do_GET = do_POST = handle_any
-
-            def log_message(self, *args) -> None:
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+    def stats(self) -> dict:
+        try:
+            return self.control("/")
+        except (OSError, ValueError):
+            return {}
 
     def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
-# --------------------------------------------------------------------------
-# heroku-lb
-
-
-def build(skip: bool) -> str:
+def build(skip: bool) -> tuple[str, str]:
+    """The release heroku-lb and the fake Platform API example."""
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
     binary = os.path.join(target, "release", "heroku-lb")
+    fake = os.path.join(target, "release", "examples", "fake_platform_api")
     if not skip:
-        argv = ["cargo", "build", "--release", "--bin", "heroku-lb"]
+        argv = ["cargo", "build", "--release", "--bin", "heroku-lb",
+                "--example", "fake_platform_api"]
         log("$ " + " ".join(argv))
         if subprocess.run(argv, cwd=REPO).returncode != 0:
             die(f"`{' '.join(argv)}` failed")
-    if not os.access(binary, os.X_OK):
-        die(f"{binary} is missing; build it (or drop --no-build)")
-    return binary
+    for path in (binary, fake):
+        if not os.access(path, os.X_OK):
+            die(f"{path} is missing; build it (or drop --no-build)")
+    return binary, fake
 
 
 def vm_rss_kb(pid: int) -> int | None:
@@ -335,7 +233,7 @@ def vm_rss_kb(pid: int) -> int | None:
 
 
 class Balancer:
-    def __init__(self, binary: str, work: str, port: int, api_url: str, pipeline_id: str):
+    def __init__(self, binary: str, work: str, port: int, api: "FakeApi"):
         self.port = port
         self.log_path = os.path.join(work, "heroku-lb.log")
         config = os.path.join(work, "heroku-lb.yaml")
@@ -349,9 +247,10 @@ class Balancer:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PORT": str(port),
             "LB_LISTEN_HOST": "127.0.0.1",
-            "HEROKU_API_KEY": API_KEY,
-            "PIPELINE_IDENTIFIER": pipeline_id,
-            "HEROKU_API_URL": api_url,
+            "HEROKU_API_KEY": api.api_key,
+            "PIPELINE_IDENTIFIER": api.pipeline_id,
+            "HEROKU_API_URL": api.api_url,
+            "LB_RESOLVE": ",".join(f"{host}=127.0.0.1" for host in api.hosts()),
             "DISCOVERY_INTERVAL": "2",
             "HEALTH_CHECK_INTERVAL": "1",
             "RUST_LOG": "info",
@@ -514,14 +413,14 @@ def main() -> int:
 
     duration = args.minutes * 60
     warmup = args.warmup if args.warmup is not None else min(30.0, duration / 4)
-    binary = build(args.no_build)
+    binary, fake = build(args.no_build)
     work = tempfile.mkdtemp(prefix="heroku-lb-soak-")
     copy = os.path.join(work, "heroku-lb")
     shutil.copy2(binary, copy)
     log(f"work directory {work}")
 
     backends = [Backend(f"soak-app-{i}", free_port(), work) for i in (1, 2, 3)]
-    api = FakeApi(backends)
+    api = FakeApi(fake, backends)
     lb: Balancer | None = None
     load: Load | None = None
     stop = threading.Event()
@@ -534,14 +433,14 @@ def main() -> int:
         for backend in backends:
             backend.start()
         api_url = api.start()
-        lb = Balancer(copy, work, free_port(), api_url, api.pipeline_id)
+        lb = Balancer(copy, work, free_port(), api)
         lb.wait_serving()
         log(f"heroku-lb pid {lb.proc.pid} on port {lb.port}, API {api_url}, "
             f"{len(backends)} apps; {args.rate:.0f} GETs/s for {args.minutes:g} min, "
             f"warm-up {warmup:.0f} s")
 
         toggled = backends[1]
-        toggled_id = api.app_ids[1]
+        toggled_index = 1
         flapping = backends[2]
         events = {"toggles": 0, "flaps": 0}
 
@@ -554,7 +453,7 @@ def main() -> int:
                 now = time.monotonic()
                 if now >= next_toggle:
                     coupled = not coupled
-                    api.set_coupled(toggled_id, coupled)
+                    api.set_coupled(toggled_index, coupled)
                     events["toggles"] += 1
                     log(f"{toggled.name} {'joins' if coupled else 'leaves'} the pipeline")
                     next_toggle += TOGGLE_EVERY
@@ -616,6 +515,7 @@ def main() -> int:
         stop.set()
 
     alive = lb.proc.poll() is None
+    api_stats = api.stats()
     lb.stop()
     api.stop()
     for backend in backends:
@@ -628,7 +528,9 @@ def main() -> int:
     print()
     print(f"soak: {elapsed / 60:.1f} min, {load.sent} GETs ({load.sent / max(elapsed, 1):.0f}/s), "
           f"{events['toggles']} pipeline changes, {events['flaps']} flaps, "
-          f"{api.requests} Platform API requests ({api.not_modified} answered 304)")
+          f"{api_stats.get('total', '?')} Platform API requests "
+          f"({api_stats.get('couplings_conditional', '?')} conditional couplings requests, "
+          f"pages of {PAGE_SIZE})")
     print(f"heroku-lb log: discovery added {counts['discovery added']}, removed "
           f"{counts['discovery removed']}, failed {counts['discovery failed']}; "
           f"ejections {counts['-> ejected']}; error lines {counts['level=error']}; "

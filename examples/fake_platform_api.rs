@@ -11,7 +11,10 @@
 //!
 //! Prints one JSON line (`api_url`, `api_key`, `pipeline`, `stats_url`), then
 //! answers every HTTP request on `stats_url` with the API requests the fake
-//! has received so far, counted by kind. Runs until killed.
+//! has received so far, counted by kind. `GET {stats_url}leave/app-N` and
+//! `GET {stats_url}join/app-N` move app N out of the production stage and
+//! back (the soak's churn). `--page-size N` cuts every list into pages of N,
+//! as Heroku may. Runs until killed.
 //!
 //! `cargo run --release --example fake_platform_api -- --apps 1000 --backend-ports 9001,9002,9003`
 
@@ -28,6 +31,7 @@ const API_KEY: &str = "bench-api-key";
 
 fn main() {
     let mut apps = 1000usize;
+    let mut page_size: Option<usize> = None;
     let mut ports: Vec<u16> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -36,6 +40,15 @@ fn main() {
             .unwrap_or_else(|| usage(&format!("{arg} needs a value")));
         match arg.as_str() {
             "--apps" => apps = value.parse().unwrap_or_else(|_| usage("--apps N")),
+            "--page-size" => {
+                page_size = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .unwrap_or_else(|| usage("--page-size N (1 or more)")),
+                )
+            }
             "--backend-ports" => {
                 ports = value
                     .split(',')
@@ -50,6 +63,9 @@ fn main() {
     }
 
     let api = FakeHerokuApi::start(API_KEY);
+    if let Some(size) = page_size {
+        api.set_page_size_cap(size);
+    }
     let pipeline = api.add_pipeline("bench");
     for n in 0..apps {
         let name = format!("app-{n}");
@@ -74,8 +90,28 @@ fn main() {
     for stream in stats.incoming() {
         let Ok(mut stream) = stream else { continue };
         let mut request = [0u8; 4096];
-        let _ = stream.read(&mut request);
-        let body = counts(&api.requests(), api.rate_limit_remaining()).to_string();
+        let read = stream.read(&mut request).unwrap_or(0);
+        let head = String::from_utf8_lossy(&request[..read]);
+        let path = head.split_whitespace().nth(1).unwrap_or("/");
+        let moved = ["leave", "join"].iter().find_map(|verb| {
+            let name = path.strip_prefix(&format!("/{verb}/"))?;
+            let app = api.app_id(name)?;
+            api.set_stage(
+                &app,
+                if *verb == "leave" {
+                    "staging"
+                } else {
+                    "production"
+                },
+            );
+            Some(())
+        });
+        let body = match (path, moved) {
+            (_, Some(())) | ("/", _) => {
+                counts(&api.requests(), api.rate_limit_remaining()).to_string()
+            }
+            _ => serde_json::json!({"error": format!("unknown path {path}")}).to_string(),
+        };
         let _ = write!(
             stream,
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
@@ -120,6 +156,6 @@ fn counts(requests: &[RecordedRequest], rate_limit_remaining: u32) -> serde_json
 
 fn usage(problem: &str) -> ! {
     eprintln!("fake_platform_api: {problem}");
-    eprintln!("usage: fake_platform_api --apps N --backend-ports P1,P2,...");
+    eprintln!("usage: fake_platform_api --apps N --backend-ports P1,P2,... [--page-size N]");
     std::process::exit(2)
 }
