@@ -172,6 +172,9 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_si
     lb.terminate();
     wait_for_line(&lb, "SIGTERM received").await;
     wait_for_line(&lb, "shutdown: 1 requests in flight").await;
+    // The listener is gone once Pingora reports the proxy service's exit
+    // (the SIGTERM line comes before the services are told).
+    wait_for_line(&lb, "service 'heroku-lb proxy' exited").await;
     let late = try_new_connection(lb.port()).await;
     assert_eq!(
         late, None,
