@@ -50,11 +50,6 @@ impl PassiveEjection {
         }
     }
 
-    /// How many backends out of `total` may be ejected at once.
-    pub fn allowed(&self, total: usize) -> usize {
-        allowed(total, self.max_percent)
-    }
-
     /// A connection to `target` failed before it answered anything.
     pub fn connection_failed(&self, target: &AppTarget, what: &str) {
         self.eject(target, what);
@@ -89,7 +84,7 @@ impl PassiveEjection {
             .filter_map(AppTarget::of)
             .filter(|member| member.is_ejected())
             .count();
-        let allowed = self.allowed(members.len());
+        let allowed = allowed(members.len(), self.max_percent);
         if ejected >= allowed {
             if target.first_capped() {
                 warn!(

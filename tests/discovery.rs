@@ -96,15 +96,6 @@ fn describe(requests: &[RecordedRequest]) -> Vec<String> {
         .collect()
 }
 
-/// Lines of the balancer's output containing `needle`.
-fn lines_with(lb: &LbProcess, needle: &str) -> Vec<String> {
-    lb.output()
-        .lines()
-        .filter(|line| line.contains(needle))
-        .map(str::to_string)
-        .collect()
-}
-
 /// With two production apps and one staging app, only the stage asked for gets traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_apps_of_the_chosen_stage_get_traffic() {
@@ -336,7 +327,8 @@ async fn apps_that_cannot_serve_are_left_out_and_a_null_web_url_is_warned_about(
             left_out.name()
         );
     }
-    let warnings: Vec<String> = lines_with(&lb, "null-url-app")
+    let warnings: Vec<String> = lb
+        .lines_with("null-url-app")
         .into_iter()
         .filter(|line| line.to_ascii_lowercase().contains("warn"))
         .collect();
@@ -452,13 +444,13 @@ async fn apps_added_to_or_removed_from_the_pipeline_are_picked_up_within_a_few_r
     assert_eq!(third.count_to("/settled/"), 30);
 
     assert_eq!(
-        lines_with(&lb, "discovery added app=third").len(),
+        lb.lines_with("discovery added app=third").len(),
         1,
         "{}",
         lb.output()
     );
     assert_eq!(
-        lines_with(&lb, "discovery removed app=first").len(),
+        lb.lines_with("discovery removed app=first").len(),
         1,
         "{}",
         lb.output()
@@ -486,17 +478,15 @@ async fn a_refused_and_a_timed_out_api_call_are_logged_as_different_errors() {
             &["timed out", "timeout"][..],
         ),
     ] {
-        let before = lines_with(&lb, "discovery failed").len();
+        let before = lb.lines_with("discovery failed").len();
         api.set_failure(failure.clone());
         // Back-off is 1 s here, the API timeout 0.5 s: a new line within 4 s.
         let logged = common::poll_until(80, Duration::from_millis(50), || async {
-            lines_with(&lb, "discovery failed").len() > before
+            lb.lines_with("discovery failed").len() > before
         })
         .await;
         if logged {
-            let line = lines_with(&lb, "discovery failed")
-                .pop()
-                .unwrap_or_default();
+            let line = lb.lines_with("discovery failed").pop().unwrap_or_default();
             let lower = line.to_ascii_lowercase();
             if !cause.iter().any(|word| lower.contains(word)) {
                 problems.push(format!(
@@ -515,7 +505,7 @@ async fn a_refused_and_a_timed_out_api_call_are_logged_as_different_errors() {
         problems.is_empty(),
         "{}\nall discovery lines:\n{}",
         problems.join("\n"),
-        lines_with(&lb, "discovery ").join("\n")
+        lb.lines_with("discovery ").join("\n")
     );
 }
 
@@ -534,10 +524,10 @@ async fn first_round_fails_then_recovers(failure: Failure) {
         "the first failure to be logged",
         100,
         Duration::from_millis(50),
-        || async { !lines_with(&lb, "discovery failed").is_empty() },
+        || async { !lb.lines_with("discovery failed").is_empty() },
     )
     .await;
-    let failures = lines_with(&lb, "discovery failed");
+    let failures = lb.lines_with("discovery failed");
     assert!(
         failures[0].contains("kept_apps=0") && failures[0].contains(&api.url()),
         "{failure:?}: {}",
@@ -561,7 +551,7 @@ async fn first_round_fails_then_recovers(failure: Failure) {
     );
     send_all(&client, &lb, "/after/", 20).await;
     assert_eq!(
-        lines_with(&lb, "discovery added app=").len(),
+        lb.lines_with("discovery added app=").len(),
         2,
         "{}",
         lb.output()
@@ -738,13 +728,13 @@ async fn the_api_key_never_appears_in_the_logs() {
         (Failure::TruncatedJson, "discovery failed"),
         (Failure::Unauthorized, "status 401"),
     ] {
-        let before = lines_with(&lb, needle).len();
+        let before = lb.lines_with(needle).len();
         api.set_failure(failure.clone());
         common::wait_until(
             &format!("{failure:?} to be logged"),
             100,
             Duration::from_millis(50),
-            || async { lines_with(&lb, needle).len() > before },
+            || async { lb.lines_with(needle).len() > before },
         )
         .await;
         send_all(&client, &lb, "/while-failing/", 5).await;

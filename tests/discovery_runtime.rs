@@ -57,15 +57,6 @@ async fn wait_status(
     );
 }
 
-/// Lines of the balancer's output containing `needle`.
-fn lines_with(lb: &LbProcess, needle: &str) -> Vec<String> {
-    lb.output()
-        .lines()
-        .filter(|line| line.contains(needle))
-        .map(str::to_string)
-        .collect()
-}
-
 /// 450 apps and pages of 200 on every list (couplings and `POST
 /// /filters/apps`): every page is followed and every app discovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +214,7 @@ async fn a_coupled_app_the_api_does_not_return_is_left_out_and_the_rest_keep_flo
     }
     assert_eq!(ghost.count_to("/flow/"), 0);
     assert_eq!(one.count_to("/flow/"), 0);
-    let left_out = lines_with(&lb, &format!("app id={ghost_id} is coupled"));
+    let left_out = lb.lines_with(&format!("app id={ghost_id} is coupled"));
     assert_eq!(left_out.len(), 1, "{}", lb.output());
     assert_eq!(status(&client, &lb).await["discovery"]["failed_rounds"], 0);
 }
@@ -268,7 +259,7 @@ async fn a_403_or_404_on_one_apps_lookup_leaves_only_that_app_out() {
     assert_eq!(snapshot["discovery"]["failed_rounds"], 0, "{}", lb.output());
     for id in [&forbidden, &gone] {
         assert_eq!(
-            lines_with(&lb, &format!("app id={id} is coupled")).len(),
+            lb.lines_with(&format!("app id={id} is coupled")).len(),
             1,
             "{}",
             lb.output()
@@ -313,7 +304,7 @@ async fn a_round_that_would_empty_the_balancer_waits_for_the_next_one_to_agree()
         |s| s["backends_total"] == 2,
     )
     .await;
-    assert!(lines_with(&lb, "discovery holds a removal").is_empty());
+    assert!(lb.lines_with("discovery holds a removal").is_empty());
 
     // Every remaining app moves to another stage at once.
     for name in &names[1..] {
@@ -349,11 +340,11 @@ async fn a_round_that_would_empty_the_balancer_waits_for_the_next_one_to_agree()
         |s| s["backends_total"] == 0 && s["discovery"]["shrink_pending"].is_null(),
     )
     .await;
-    let held = lines_with(&lb, "discovery holds a removal");
+    let held = lb.lines_with("discovery holds a removal");
     assert_eq!(held.len(), 1, "{}", lb.output());
     println!("{}", held[0]);
     assert!(held[0].contains("removing=2 of known=2"), "{}", held[0]);
-    assert_eq!(lines_with(&lb, "discovery confirmed a removal").len(), 1);
+    assert_eq!(lb.lines_with("discovery confirmed a removal").len(), 1);
 }
 
 /// An app failing its checks stays out when it is scaled from 1 to 3 dynos:
@@ -521,7 +512,7 @@ async fn a_low_rate_limit_slows_the_rounds_down_four_times() {
         "{slowed} rounds slowed against {normal}\n{}",
         lb.output()
     );
-    assert_eq!(lines_with(&lb, "discovery slows down 4x").len(), 1);
+    assert_eq!(lb.lines_with("discovery slows down 4x").len(), 1);
 }
 
 /// With the Platform API stalled, an app that starts failing its checks is

@@ -97,6 +97,17 @@ fn waiting(backend: &SlowBackend) -> usize {
     backend.count_to("/slow") + backend.count_to("/endless")
 }
 
+/// Wait (up to 2 s) until a request reached the backend and waits there.
+async fn wait_for_waiting_request(backend: &SlowBackend) {
+    common::wait_until(
+        "a request to reach the slow backend",
+        100,
+        Duration::from_millis(20),
+        || async { waiting(backend) > 0 },
+    )
+    .await;
+}
+
 /// Wait up to `timeout` for the balancer to exit, without blocking the runtime.
 async fn wait_exit(lb: &mut LbProcess, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
@@ -160,13 +171,7 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero_before_herokus_si
     lb.wait_proxying(&client).await;
 
     let slow_request = tokio::spawn(common::send(client.get(lb.url_for("/slow-checkout"))));
-    common::wait_until(
-        "the slow request to reach the backend",
-        100,
-        Duration::from_millis(20),
-        || async { waiting(&backend) > 0 },
-    )
-    .await;
+    wait_for_waiting_request(&backend).await;
 
     let signalled = Instant::now();
     lb.terminate();
@@ -241,13 +246,7 @@ async fn a_request_longer_than_the_grace_period_is_cut_and_the_cut_is_logged() {
     let client = common::http_client_with_timeout(SIGKILL_AFTER);
     lb.wait_proxying(&client).await;
     let endless = tokio::spawn(common::send(client.get(lb.url_for("/endless-export"))));
-    common::wait_until(
-        "the endless request to reach the backend",
-        100,
-        Duration::from_millis(20),
-        || async { waiting(&backend) > 0 },
-    )
-    .await;
+    wait_for_waiting_request(&backend).await;
     let signalled = Instant::now();
     lb.terminate();
     let status = wait_exit(&mut lb, Duration::from_secs(10)).await;

@@ -324,6 +324,15 @@ impl LbProcess {
         format!("{}{}", self.stdout(), self.stderr())
     }
 
+    /// The lines of stdout and stderr that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.output()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The exit status if the child has exited, without waiting.
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("try_wait on our own child")
