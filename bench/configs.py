@@ -9,10 +9,16 @@ configs that are measured are the configs that are validated:
   on many 127.0.0.1 ports;
 - nginx_proxy_conf(): nginx as a round-robin proxy with upstream keepalive;
 - haproxy_conf(): HAProxy as a round-robin proxy with connection reuse;
-- heroku_lb_conf(): heroku-lb's pingora.yaml, static list or pipeline mode.
+- heroku_lb_conf(): heroku-lb's pingora.yaml, static list or pipeline mode;
+- the heroku scenario (TLS to one router serving many apps by SNI and Host):
+  test_certificates() (a CA and a `*.bench.test` certificate, with openssl),
+  nginx_router_conf() (the router), haproxy_apps_conf() and
+  nginx_apps_proxy_conf() (the peers, TLS with a per-app SNI and Host);
+  heroku-lb's is heroku_lb_conf() with https backends, `resolve` and `ca_file`.
 
 All of them run ONE worker (process or thread), listen on 127.0.0.1 only and
-log nothing per request.
+log nothing per request (the router logs the first request of each
+connection, buffered, to tell full TLS handshakes from resumed ones).
 
 CLI: `python3 bench/configs.py emit DIR` writes a sample of each into DIR and
 prints what it wrote, one `kind path [prefix]` line each.
@@ -21,6 +27,7 @@ prints what it wrote, one `kind path [prefix]` line each.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 BODY = "ok\n"
@@ -145,6 +152,211 @@ backend backends
 """
 
 
+# ---------------------------------------------------------------------------
+# The heroku scenario: one TLS router serving many apps, as Heroku's does.
+
+APP_DOMAIN = "bench.test"
+
+
+def app_hosts(count: int) -> list[str]:
+    """`app-1.bench.test` ... `app-N.bench.test`."""
+    return [f"app-{n}.{APP_DOMAIN}" for n in range(1, count + 1)]
+
+
+def test_certificates(directory: str) -> dict[str, str]:
+    """A throwaway CA and one server certificate for `*.bench.test` (SAN
+    `DNS:*.bench.test`) signed by it, made with the openssl CLI in
+    `directory`. Returns the paths: ca, cert, key."""
+    os.makedirs(directory, exist_ok=True)
+    p = {name: os.path.join(directory, name) for name in
+         ("ca.pem", "ca.key", "server.pem", "server.key", "server.csr", "server.ext")}
+    with open(p["server.ext"], "w", encoding="utf-8") as f:
+        f.write(f"subjectAltName=DNS:*.{APP_DOMAIN}\n"
+                "basicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for argv in (
+        ["openssl", "req", "-x509", *ec, "-keyout", p["ca.key"], "-out", p["ca.pem"],
+         "-days", "30", "-subj", "/CN=heroku-lb bench CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["openssl", "req", "-new", *ec, "-keyout", p["server.key"], "-out", p["server.csr"],
+         "-subj", f"/CN=*.{APP_DOMAIN}"],
+        ["openssl", "x509", "-req", "-in", p["server.csr"], "-CA", p["ca.pem"],
+         "-CAkey", p["ca.key"], "-CAcreateserial", "-out", p["server.pem"], "-days", "30",
+         "-extfile", p["server.ext"]],
+    ):
+        out = subprocess.run(argv, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {out.stderr.strip()}")
+    return {"ca": p["ca.pem"], "cert": p["server.pem"], "key": p["server.key"]}
+
+
+def nginx_router_conf(
+    prefix: str,
+    tls_port: int,
+    status_port: int,
+    hosts: list[str],
+    cert: str,
+    key: str,
+) -> str:
+    """The router of the heroku scenario: one nginx worker with ONE TLS
+    listener (TLS 1.2 and 1.3; session cache and tickets left at nginx's
+    defaults: no server-side cache, tickets on) serving the apps `hosts`. A
+    request whose SNI and Host are not the same known app gets 421; the
+    others get `200 ok app-N`. `stub_status` on a plain `status_port` counts
+    accepted connections (= TLS handshakes of the TLS listener, plus the
+    status polls). The first request of each TLS connection is logged, with
+    `$ssl_session_reused`, to `prefix/sessions.log` (buffered) to tell full
+    handshakes from resumed ones."""
+    entries = "\n".join(
+        f'        "{h} {h}" {h.split(".", 1)[0]};' for h in hosts
+    )
+    return (
+        _nginx_common(prefix, 8192)
+        + f"""
+http {{
+{_nginx_http_common(prefix)}
+    map_hash_bucket_size 128;
+    map_hash_max_size {max(2048, 4 * len(hosts))};
+
+    # "SNI Host" -> the app; anything else (no SNI, another app's Host, an
+    # unknown name) is a misdirected request.
+    map "$ssl_server_name $host" $bench_app {{
+        default "";
+{entries}
+    }}
+    map $connection_requests $bench_first_request {{
+        1 1;
+        default 0;
+    }}
+    log_format bench_sessions '$msec $connection $ssl_protocol $ssl_session_reused';
+
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        server_name _;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        access_log {prefix}/sessions.log bench_sessions buffer=64k flush=1s if=$bench_first_request;
+        if ($bench_app = "") {{
+            return 421 "misdirected: SNI $ssl_server_name, Host $host\n";
+        }}
+        location / {{
+            default_type text/plain;
+            return 200 "ok $bench_app\n";
+        }}
+    }}
+
+    server {{
+        listen 127.0.0.1:{status_port};
+        location / {{
+            stub_status;
+        }}
+    }}
+}}
+"""
+    )
+
+
+def haproxy_apps_conf(listen_port: int, router_port: int, hosts: list[str], ca_file: str) -> str:
+    """HAProxy in front of the apps of one router: one `server` per app named
+    by its hostname, all at the router's address, each with TLS verified
+    against `ca_file`, the app's SNI, and (`http-send-name-header Host`) the
+    app's Host; round robin, `http-reuse always`, one thread, no logging."""
+    servers = "\n".join(
+        f"    server {h} 127.0.0.1:{router_port} ssl verify required ca-file {ca_file} "
+        f"sni str({h})"
+        for h in hosts
+    )
+    return f"""# Generated by bench/configs.py
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend bench
+    bind 127.0.0.1:{listen_port}
+    default_backend apps
+
+backend apps
+    balance roundrobin
+    # The server's name (the app's hostname) as Host: one Host per server.
+    http-send-name-header Host
+{servers}
+"""
+
+
+def nginx_apps_proxy_conf(
+    prefix: str,
+    listen_port: int,
+    router_port: int,
+    hosts: list[str],
+    ca_file: str,
+    keepalive: int = 64,
+) -> str:
+    """nginx in front of the apps of one router, in one hop: one `upstream`
+    per app named by its hostname (all at the router's address, each with
+    its own keepalive pool), `split_clients` over `$request_id` picking the
+    app of each request (an even random split: nginx has no round robin
+    across upstreams), and `proxy_pass https://$bench_app`, so that
+    `$proxy_host` is the app's hostname, which nginx sends as `Host` and (with
+    `proxy_ssl_server_name on`) as SNI by default. Certificates are verified
+    against `ca_file`; TLS sessions are reused."""
+    upstreams = "\n".join(
+        f"""    upstream {h} {{
+        server 127.0.0.1:{router_port};
+        keepalive {keepalive};
+        keepalive_requests {KEEPALIVE_REQUESTS};
+        keepalive_timeout 60s;
+    }}"""
+        for h in hosts
+    )
+    # split_clients takes percentages with two decimals; the last app takes the rest.
+    share = int(10000 / len(hosts)) / 100
+    splits = "\n".join(f"        {share:.2f}% {h};" for h in hosts[:-1])
+    splits += f"\n        * {hosts[-1]};"
+    return (
+        _nginx_common(prefix, 8192)
+        + f"""
+http {{
+{_nginx_http_common(prefix)}
+{upstreams}
+
+    split_clients "$request_id" $bench_app {{
+{splits}
+    }}
+
+    server {{
+        listen 127.0.0.1:{listen_port};
+        location / {{
+            proxy_pass https://$bench_app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $proxy_host;
+            proxy_ssl_server_name on;
+            proxy_ssl_name $proxy_host;
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
+            proxy_ssl_verify on;
+            proxy_ssl_verify_depth 2;
+            proxy_ssl_trusted_certificate {ca_file};
+            proxy_ssl_session_reuse on;
+        }}
+    }}
+}}
+"""
+    )
+
+
 def _yaml_str(value: str) -> str:
     """A YAML double-quoted scalar (JSON string syntax is valid YAML)."""
     import json
@@ -164,12 +376,14 @@ def heroku_lb_conf(
     discovery_interval_seconds: float | None = None,
     resolve: dict[str, str] | None = None,
     upstream_keepalive_pool_size: int = 256,
+    ca_file: str | None = None,
 ) -> str:
     """heroku-lb's pingora.yaml. Static mode with `backends` (URLs), or
     pipeline mode with `pipeline` + `heroku_api_url` (the API key is a secret
     and only ever comes from HEROKU_API_KEY in the environment). `resolve`
     pins hostnames to addresses instead of DNS. pid file and upgrade socket go
-    to `run_dir` so runs never collide with anything else on the machine."""
+    to `run_dir` so runs never collide with anything else on the machine.
+    `ca_file` is Pingora's key for the CAs upstream TLS is verified with."""
     lines = [
         "# Generated by bench/configs.py",
         "version: 1",
@@ -179,6 +393,10 @@ def heroku_lb_conf(
         "grace_period_seconds: 1",
         "graceful_shutdown_timeout_seconds: 1",
         f"upstream_keepalive_pool_size: {upstream_keepalive_pool_size}",
+    ]
+    if ca_file is not None:
+        lines.append(f"ca_file: {_yaml_str(ca_file)}")
+    lines += [
         "heroku_lb:",
         "  listen_host: 127.0.0.1",
         f"  port: {listen_port}",
@@ -255,6 +473,42 @@ def emit(directory: str) -> list[tuple[str, str, str]]:
             heroku_api_url="http://127.0.0.1:18084",
             discovery_interval_seconds=1,
             resolve={f"app-{n}.bench.test": "127.0.0.1" for n in range(3)},
+        ),
+    )
+    written.append(("heroku-lb", path, ""))
+
+    # The heroku scenario: a throwaway CA and certificate, the TLS router, and
+    # the three peers that talk TLS to it.
+    certs = test_certificates(os.path.join(directory, "certs"))
+    hosts = app_hosts(3)
+    router_port = 18443
+
+    prefix = os.path.join(directory, "nginx-router")
+    os.makedirs(prefix, exist_ok=True)
+    path = os.path.join(prefix, "nginx.conf")
+    write(path, nginx_router_conf(prefix, router_port, 18444, app_hosts(100),
+                                  certs["cert"], certs["key"]))
+    written.append(("nginx", path, prefix))
+
+    prefix = os.path.join(directory, "nginx-apps-proxy")
+    os.makedirs(prefix, exist_ok=True)
+    path = os.path.join(prefix, "nginx.conf")
+    write(path, nginx_apps_proxy_conf(prefix, 18085, router_port, hosts, certs["ca"]))
+    written.append(("nginx", path, prefix))
+
+    path = os.path.join(directory, "haproxy-apps.cfg")
+    write(path, haproxy_apps_conf(18086, router_port, hosts, certs["ca"]))
+    written.append(("haproxy", path, ""))
+
+    path = os.path.join(directory, "heroku-lb-apps.yaml")
+    write(
+        path,
+        heroku_lb_conf(
+            directory,
+            18087,
+            [f"https://{h}:{router_port}" for h in hosts],
+            resolve={h: "127.0.0.1" for h in hosts},
+            ca_file=certs["ca"],
         ),
     )
     written.append(("heroku-lb", path, ""))

@@ -1,7 +1,10 @@
 //! The configs the benchmark (`bench/run.py`) runs are valid for the servers
 //! that read them: `python3 bench/configs.py emit DIR` writes a sample of each,
 //! and each is checked by its own server's check mode (`nginx -t`,
-//! `haproxy -c`, `heroku-lb -t`). python3, nginx and HAProxy must be
+//! `haproxy -c`, `heroku-lb -t`). The TLS configs of the heroku scenario
+//! (router, HAProxy, nginx, heroku-lb with https backends) point at a
+//! throwaway CA and certificate `emit` makes with the openssl CLI, so their
+//! checks load real files. python3, openssl, nginx and HAProxy must be
 //! installed (`.ci/run` installs them, README's prerequisites name them): a
 //! missing one fails the test with what to install, never a silent pass.
 
@@ -62,18 +65,31 @@ fn require(binary: &str) {
     }
 }
 
+/// `emit` makes the heroku scenario's CA and certificate with the openssl CLI.
+fn require_openssl() {
+    if let Err(e) = Command::new("openssl").arg("version").output() {
+        panic!("openssl is needed to make the bench's test certificates ({e}): apt-get install openssl");
+    }
+}
+
 fn of_kind<'a>(emitted: &'a [Emitted], kind: &'a str) -> impl Iterator<Item = &'a Emitted> {
     emitted.iter().filter(move |e| e.kind == kind)
 }
 
-/// Every nginx config the benchmark generates (backends, 200-port backends, proxy) passes `nginx -t`.
+/// Every nginx config the benchmark generates (backends, 200-port backends,
+/// proxy, the TLS router of 100 apps, the TLS proxy over 3 apps) passes `nginx -t`.
 #[test]
 fn the_generated_nginx_configs_pass_nginx_t() {
     require("nginx");
+    require_openssl();
     let dir = tempfile::tempdir().expect("a temp dir");
     let emitted = emit(dir.path());
     let configs: Vec<&Emitted> = of_kind(&emitted, "nginx").collect();
-    assert_eq!(configs.len(), 3, "backends, many backends and proxy");
+    assert_eq!(
+        configs.len(),
+        5,
+        "backends, many backends, proxy, TLS router and TLS apps proxy"
+    );
     for config in configs {
         let prefix = config
             .prefix
@@ -90,31 +106,37 @@ fn the_generated_nginx_configs_pass_nginx_t() {
     }
 }
 
-/// The HAProxy config the benchmark generates passes `haproxy -c`.
+/// Both HAProxy configs the benchmark generates (plain, TLS to the apps of
+/// one router) pass `haproxy -c`.
 #[test]
-fn the_generated_haproxy_config_passes_haproxy_c() {
+fn the_generated_haproxy_configs_pass_haproxy_c() {
     require("haproxy");
+    require_openssl();
     let dir = tempfile::tempdir().expect("a temp dir");
     let emitted = emit(dir.path());
-    let config = of_kind(&emitted, "haproxy")
-        .next()
-        .expect("a haproxy config");
-    let output = Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(&config.path)
-        .output()
-        .expect("running haproxy -c");
-    assert_ok(&format!("haproxy -c -f {}", config.path.display()), &output);
+    let configs: Vec<&Emitted> = of_kind(&emitted, "haproxy").collect();
+    assert_eq!(configs.len(), 2, "plain and TLS apps");
+    for config in configs {
+        let output = Command::new("haproxy")
+            .arg("-c")
+            .arg("-f")
+            .arg(&config.path)
+            .output()
+            .expect("running haproxy -c");
+        assert_ok(&format!("haproxy -c -f {}", config.path.display()), &output);
+    }
 }
 
-/// Both heroku-lb configs the benchmark generates (static list, pipeline) pass `heroku-lb -t`.
+/// Every heroku-lb config the benchmark generates (static list, pipeline,
+/// https apps with `resolve` and `ca_file`) passes `heroku-lb -t`, which
+/// loads the CA file.
 #[test]
 fn the_generated_heroku_lb_configs_pass_heroku_lb_t() {
+    require_openssl();
     let dir = tempfile::tempdir().expect("a temp dir");
     let emitted = emit(dir.path());
     let configs: Vec<&Emitted> = of_kind(&emitted, "heroku-lb").collect();
-    assert_eq!(configs.len(), 2, "static and pipeline");
+    assert_eq!(configs.len(), 3, "static, pipeline and https apps");
     for config in configs {
         let mut command = Command::new(env!("CARGO_BIN_EXE_heroku-lb"));
         // Only what the file says: none of the caller's heroku-lb variables.
