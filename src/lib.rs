@@ -28,6 +28,7 @@
 //! - [`events`]: the last few health, ejection, panic and discovery events, for status.
 //! - [`metrics`]: every Prometheus registration in one place; [`traffic`]: each
 //!   backend's last ten minutes (rate, 5xx, latency percentiles) for status.
+//! - [`logging`]: every log line to stdout through a buffer flushed every 100 ms.
 //! - [`config`]: `Settings` from `pingora.yaml` and the environment, plus Pingora's
 //!   `ServerConf`; one table of every setting.
 //! - [`values`]: the value types configuration parses (backend URL, policy, cookie name,
@@ -43,6 +44,7 @@ pub mod discovery;
 pub mod ejection;
 pub mod events;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod selection;

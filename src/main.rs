@@ -13,6 +13,7 @@ use heroku_lb::discovery::static_list::StaticSource;
 use heroku_lb::discovery::{AppDiscovery, AppSource};
 use heroku_lb::ejection::PassiveEjection;
 use heroku_lb::health::AppHealthCheck;
+use heroku_lb::logging;
 use heroku_lb::proxy::AppProxy;
 use heroku_lb::selection::Selector;
 use heroku_lb::shutdown::ShutdownReport;
@@ -23,6 +24,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backends, HealthCheckService, HealthRegistry, LoadBalancer};
 use pingora::prelude::{background_service, Opt, Server};
 use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::RunArgs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +38,10 @@ fn main() {
         println!("{text}");
         return;
     }
-    init_logging();
+    logging::init(
+        std::env::var_os(heroku_lb::config::env::DYNO).is_some(),
+        heroku_lb::proxy::ACCESS_LOG_TARGET,
+    );
     let mut opt = Opt::parse_args();
     let (settings, server_conf) = match config::load(opt.conf.as_deref(), &ProcessEnv) {
         Ok(loaded) => loaded,
@@ -48,7 +53,12 @@ fn main() {
     // The file is already read; Pingora gets the parsed conf, not the path.
     opt.conf = None;
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    if server.configuration.daemon {
+        // The fork loses the flusher thread.
+        logging::write_through();
+    }
     // With `-t` this exits 0 here: the configuration above was valid.
+    logging::flush();
     server.bootstrap();
 
     let (source, api_stats, demo) = app_source(&settings);
@@ -130,8 +140,17 @@ fn main() {
     if let Some(demo) = demo {
         server.add_service(background_service("demo backends", demo));
     }
-    info!("heroku-lb listening on {}", settings.listen);
-    server.run_forever();
+    info!(
+        "heroku-lb listening on {} threads={} upstream_keepalive_pool_size={}",
+        settings.listen,
+        server.configuration.threads,
+        server.configuration.upstream_keepalive_pool_size
+    );
+    // `run` returns once a SIGTERM's graceful shutdown or a SIGINT's fast one
+    // is over; the last request lines are still in the log buffer.
+    server.run(RunArgs::default());
+    logging::flush();
+    std::process::exit(0)
 }
 
 /// The source of backends the settings name, the Platform API figures when it
@@ -176,41 +195,8 @@ fn app_source(
     }
 }
 
-/// Logs go to stdout, one line each, for Heroku's logplex; `RUST_LOG` sets
-/// the level. Request lines are already logfmt and are written as they are.
-/// Off Heroku (no `DYNO`) lines get a timestamp; on Heroku logplex adds one.
-///
-/// Other crates' debug and trace records are dropped whatever `RUST_LOG`
-/// says: Pingora prints whole request and response headers at those levels
-/// (`Authorization`, cookies), and secrets must never reach a log line.
-fn init_logging() {
-    use std::io::Write;
-    let on_heroku = std::env::var_os(heroku_lb::config::env::DYNO).is_some();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stdout)
-        .format(move |out, record| {
-            if record.level() > log::Level::Info && !record.target().starts_with("heroku_lb") {
-                return Ok(());
-            }
-            if !on_heroku {
-                write!(out, "{} ", out.timestamp_seconds())?;
-            }
-            if record.target() == heroku_lb::proxy::ACCESS_LOG_TARGET {
-                writeln!(out, "{}", record.args())
-            } else {
-                writeln!(
-                    out,
-                    "level={} module={} {}",
-                    record.level().as_str().to_lowercase(),
-                    record.target(),
-                    record.args()
-                )
-            }
-        })
-        .init();
-}
-
 fn fail(message: &str) -> ! {
+    logging::flush();
     eprintln!("heroku-lb: {message}");
     std::process::exit(2)
 }

@@ -570,3 +570,103 @@ async fn rust_log_warn_silences_the_info_request_lines() {
         "RUST_LOG=warn still wrote info lines:\n{out}"
     );
 }
+
+/// Send `count` requests with ids `{prefix}-N`, each answered 200, then
+/// signal the balancer with `signal` and wait (up to 10 s) for it to exit.
+/// Returns its stdout.
+async fn requests_then_signal(prefix: &str, count: usize, signal: &str) -> String {
+    let backend = TestBackend::start(&format!("{prefix}-app")).await;
+    let mut lb = LbBuilder::new().backends(&[backend.url()]).start().await;
+    let client = common::http_client();
+    lb.wait_proxying(&client).await;
+    for i in 0..count {
+        let reply = common::send(
+            client
+                .get(lb.url_for(&format!("/{prefix}/{i}")))
+                .header("X-Request-Id", format!("{prefix}-{i}")),
+        )
+        .await
+        .expect("answered");
+        assert_eq!(reply.status, 200);
+    }
+    // At once: the last lines are still in the log buffer (flushed every 100 ms).
+    let kill = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(lb.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(kill.success(), "kill -{signal} failed");
+    let status = lb.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "heroku-lb did not exit 0 within 10 s of SIG{signal}: {status:?}; stderr:\n{}",
+        lb.stderr()
+    );
+    lb.stdout()
+}
+
+/// Every request line is on stdout when the process has exited after SIGTERM,
+/// the lines of the last requests before the signal and Pingora's last line included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_line_is_lost_at_sigterm() {
+    let out = requests_then_signal("term", 300, "TERM").await;
+    let ids: Vec<String> = request_lines(&out)
+        .into_iter()
+        .filter_map(|line| field(line, "request_id"))
+        .filter(|id| id.starts_with("term-"))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        300,
+        "request lines after SIGTERM; stdout:\n{out}"
+    );
+    // In order: the buffer keeps lines as they were logged.
+    let expected: Vec<String> = (0..300).map(|i| format!("term-{i}")).collect();
+    assert_eq!(ids, expected);
+    // Logged as the process exits: only a flush after Pingora's shutdown writes it.
+    assert!(
+        out.contains("All runtimes exited"),
+        "Pingora's last line is missing; stdout:\n{out}"
+    );
+}
+
+/// The same after SIGINT, Pingora's fast shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_line_is_lost_at_sigint() {
+    let out = requests_then_signal("int", 300, "INT").await;
+    let lines = request_lines(&out)
+        .into_iter()
+        .filter(|line| field(line, "request_id").is_some_and(|id| id.starts_with("int-")))
+        .count();
+    assert_eq!(lines, 300, "request lines after SIGINT; stdout:\n{out}");
+    assert!(
+        out.contains("All runtimes exited"),
+        "Pingora's last line is missing; stdout:\n{out}"
+    );
+}
+
+/// A line waits in the buffer at most about 100 ms: one request's line is on
+/// stdout well within a second, with nothing else logged to fill the buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_request_line_is_written_within_the_flush_interval() {
+    let backend = TestBackend::start("lone-app").await;
+    let lb = LbBuilder::new().backends(&[backend.url()]).start().await;
+    let client = common::http_client();
+    lb.wait_proxying(&client).await;
+    let reply = common::send(client.get(lb.url()).header("X-Request-Id", "lone-1"))
+        .await
+        .expect("answered");
+    assert_eq!(reply.status, 200);
+    let sent = std::time::Instant::now();
+    let seen = common::poll_until(100, Duration::from_millis(10), || async {
+        !lines_with_id(&lb.stdout(), "lone-1").is_empty()
+    })
+    .await;
+    let waited = sent.elapsed();
+    println!("request line on stdout {waited:?} after the answer");
+    assert!(
+        seen,
+        "no line for lone-1 within 1 s; stdout:\n{}",
+        lb.stdout()
+    );
+}

@@ -12,7 +12,7 @@
 //! The path is logged without its query string, and no header but `Host`
 //! appears: `Authorization` and cookies never do.
 
-use std::fmt::Write;
+use std::fmt;
 
 /// The log target of request lines (`RUST_LOG=heroku_lb::access=warn` silences them).
 pub const TARGET: &str = "heroku_lb::access";
@@ -98,77 +98,84 @@ pub struct AccessRecord<'a> {
     pub app: Option<&'a str>,
 }
 
-impl AccessRecord<'_> {
-    /// The logfmt line.
-    pub fn line(&self) -> String {
-        let mut line = String::with_capacity(320);
+/// The logfmt line, written straight into the logger's buffer: no line is built on its own.
+impl fmt::Display for AccessRecord<'_> {
+    fn fmt(&self, line: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.code {
             Some(code) => {
                 let at = if code.is_error() { "error" } else { "info" };
-                let _ = write!(
+                write!(
                     line,
                     "at={at} code={} desc=\"{}\"",
                     code.code(),
                     code.desc()
-                );
+                )?;
             }
-            None => line.push_str("at=info"),
+            None => line.write_str("at=info")?,
         }
-        let _ = write!(line, " method={}", self.method);
-        line.push_str(" path=");
-        push_quoted(&mut line, self.path);
-        line.push_str(" host=");
-        push_value(&mut line, self.host);
-        line.push_str(" request_id=");
-        push_value(&mut line, self.request_id.unwrap_or(""));
-        line.push_str(" fwd=");
-        push_quoted(&mut line, self.fwd);
-        line.push_str(" dyno=");
-        push_value(&mut line, self.dyno.unwrap_or(""));
-        line.push_str(" connect=");
+        write!(line, " method={}", self.method)?;
+        line.write_str(" path=")?;
+        write_quoted(line, self.path)?;
+        line.write_str(" host=")?;
+        write_value(line, self.host)?;
+        line.write_str(" request_id=")?;
+        write_value(line, self.request_id.unwrap_or(""))?;
+        line.write_str(" fwd=")?;
+        write_quoted(line, self.fwd)?;
+        line.write_str(" dyno=")?;
+        write_value(line, self.dyno.unwrap_or(""))?;
+        line.write_str(" connect=")?;
         if let Some(ms) = self.connect_ms {
-            let _ = write!(line, "{ms}ms");
+            write!(line, "{ms}ms")?;
         }
-        let _ = write!(
+        write!(
             line,
             " service={}ms status={} bytes={} protocol={}",
             self.service_ms, self.status, self.bytes, self.protocol
-        );
-        line.push_str(" backend=");
-        push_value(&mut line, self.backend.unwrap_or(""));
-        line.push_str(" app=");
-        push_value(&mut line, self.app.unwrap_or(""));
+        )?;
+        line.write_str(" backend=")?;
+        write_value(line, self.backend.unwrap_or(""))?;
+        line.write_str(" app=")?;
+        write_value(line, self.app.unwrap_or(""))?;
         if let Some(detail) = self.detail {
-            line.push_str(" detail=");
-            push_quoted(&mut line, detail);
+            line.write_str(" detail=")?;
+            write_quoted(line, detail)?;
         }
-        line
+        Ok(())
     }
 }
 
 /// A logfmt value: bare when safe (or empty), else quoted.
-fn push_value(line: &mut String, value: &str) {
+fn write_value(line: &mut impl fmt::Write, value: &str) -> fmt::Result {
     let bare = value
         .bytes()
         .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\');
     if bare {
-        line.push_str(value);
+        line.write_str(value)
     } else {
-        push_quoted(line, value);
+        write_quoted(line, value)
     }
 }
 
 /// A quoted logfmt value, `"` and `\` escaped; control characters are
 /// dropped so a line stays one line.
-fn push_quoted(line: &mut String, value: &str) {
-    line.push('"');
-    for c in value.chars().filter(|c| !c.is_control()) {
-        if c == '"' || c == '\\' {
-            line.push('\\');
+fn write_quoted(line: &mut impl fmt::Write, value: &str) -> fmt::Result {
+    line.write_char('"')?;
+    let mut rest = value;
+    // Runs of plain characters are written whole.
+    while let Some((at, c)) = rest
+        .char_indices()
+        .find(|&(_, c)| c == '"' || c == '\\' || c.is_control())
+    {
+        line.write_str(&rest[..at])?;
+        if !c.is_control() {
+            line.write_char('\\')?;
+            line.write_char(c)?;
         }
-        line.push(c);
+        rest = &rest[at + c.len_utf8()..];
     }
-    line.push('"');
+    line.write_str(rest)?;
+    line.write_char('"')
 }
 
 #[cfg(test)]
@@ -198,7 +205,7 @@ mod tests {
     #[test]
     fn a_request_line_has_herokus_router_fields_and_units_in_order() {
         assert_eq!(
-            record().line(),
+            record().to_string(),
             "at=info method=GET path=\"/cart\" host=shop.example request_id=abc-123 \
              fwd=\"203.0.113.7\" dyno=web.1 connect=3ms service=41ms status=200 bytes=512 \
              protocol=https backend=https://shop-1.herokuapp.com app=shop-1"
@@ -215,7 +222,7 @@ mod tests {
         failed.backend = None;
         failed.app = None;
         failed.dyno = None;
-        let line = failed.line();
+        let line = failed.to_string();
         assert!(
             line.starts_with("at=error code=L10 desc=\"No backend available\" method=GET"),
             "{line}"
@@ -236,7 +243,7 @@ mod tests {
         closed.code = Some(LineCode::ClientClosed);
         closed.status = 499;
         assert!(closed
-            .line()
+            .to_string()
             .starts_with("at=info code=L27 desc=\"Client closed request\""));
     }
 
@@ -245,7 +252,7 @@ mod tests {
         let mut odd = record();
         odd.path = "/a b\"c\n";
         odd.host = "h st";
-        let line = odd.line();
+        let line = odd.to_string();
         assert!(line.contains("path=\"/a b\\\"c\""), "{line}");
         assert!(line.contains("host=\"h st\""), "{line}");
         assert!(!line.contains('\n'));

@@ -43,7 +43,7 @@ use async_trait::async_trait;
 use failures::{describe, error_status, line_code};
 use forwarded::{ClientView, ConnectionPeer};
 use hop_headers::{valid_request_id, RequestIds};
-use log::{debug, log, log_enabled, warn, Level};
+use log::{debug, log_enabled, warn, Level};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
@@ -590,7 +590,7 @@ impl ProxyHttp for AppProxy {
             backend: ctx.target.as_ref().map(|target| target.url_text()),
             app: ctx.target.as_ref().map(|target| target.name()),
         };
-        log!(target: access_log::TARGET, level, "{}", record.line());
+        crate::logging::request_line(access_log::TARGET, level, &record);
     }
 
     async fn fail_to_proxy(
