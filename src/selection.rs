@@ -8,10 +8,17 @@
 //! tried, and a sticky preference (`sticky.rs`). Output: one `AppTarget`, and
 //! an [`InFlight`] guard the proxy keeps in its request context.
 //!
-//! Round robin is Pingora's own `RoundRobin` selection. Least connections is
-//! built beside it, not as a Pingora `BackendSelection`: a selection is built
-//! once per membership change and its iterator sees only the static set, while
-//! least connections must read live in-flight counts on every pick. It picks
+//! Pingora's `LoadBalancer` owns membership, health and their schedule; the
+//! pick is ours, over a table of the members made once per membership change
+//! ([`MemberTable`]) and read without a lock. Pingora's `select_with` clones
+//! every candidate `Backend` (its `Extensions` map included) and hashes it on
+//! every step; at 1,000 apps that cost grew with the count.
+//!
+//! Round robin walks the table with one atomic cursor, each backend repeated
+//! by its weight and the repeats spread out as nginx's smooth weighted round
+//! robin spreads them. Least connections reads live in-flight counts on every
+//! pick (a Pingora `BackendSelection` is built once per membership change and
+//! sees only the static set). It picks
 //! the lowest `in_flight / weight`; backends that tie (an idle balancer: all
 //! zero) share requests by weight, through a stride scheduler, so sequential
 //! traffic over weights 3:1 splits 3:1 instead of 1:1 (ties broken in turn)
@@ -22,7 +29,9 @@
 //! everything would turn a shared bug or a flapping check into a total
 //! outage, so requests are balanced over every backend that has an address
 //! (by the least-connections scan, whatever the policy). The switch into and
-//! out of it is logged once each; 503 is left for "no backend at all". The in-flight count is one atomic per backend, raised by
+//! out of it is logged once each; 503 is left for "no backend at all".
+//!
+//! The in-flight count is one atomic per backend, raised by
 //! [`InFlight::enter`] and lowered by the guard's `Drop`, exactly once however
 //! the request ends, because the context that owns the guard is dropped once.
 
@@ -30,6 +39,7 @@ pub use crate::values::Policy;
 
 use crate::backend::AppTarget;
 use crate::events::{self, EventKind};
+use arc_swap::ArcSwap;
 use log::{info, warn};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
@@ -53,10 +63,88 @@ enum Routing {
     Panic,
 }
 
+/// One member as selection sees it.
+struct Member {
+    /// Kept for Pingora's health flag (`Backends::ready`).
+    backend: Backend,
+    target: Arc<AppTarget>,
+    weight: usize,
+}
+
+/// The members, made once per membership change (a new member-set `Arc` from
+/// the load balancer) and read without a lock on every pick.
+///
+/// Why not Pingora's `select_with`: it clones every candidate `Backend`, its
+/// `Extensions` map (an allocation) included, and hashes it, on every step of
+/// every pick; our targets already ride in the table, one `Arc` each.
+struct MemberTable {
+    /// The member set this table was made from.
+    members: Arc<BTreeSet<Backend>>,
+    entries: Vec<Member>,
+    /// Round robin's walk: indices into `entries`, each repeated by its
+    /// weight, spread out as nginx's smooth weighted round robin spreads them.
+    order: Vec<u32>,
+}
+
+/// Above this much work (slots × members) the weighted interleave is
+/// skipped and each member's slots follow one another; a table is made on
+/// the request path, so making it must stay quick.
+const MAX_INTERLEAVE_WORK: usize = 4_000_000;
+
+impl MemberTable {
+    fn new(members: Arc<BTreeSet<Backend>>) -> Self {
+        let entries: Vec<Member> = members
+            .iter()
+            .filter_map(|backend| {
+                Some(Member {
+                    target: Arc::clone(AppTarget::of(backend)?),
+                    weight: backend.weight.max(1),
+                    backend: backend.clone(),
+                })
+            })
+            .collect();
+        let weights: Vec<usize> = entries.iter().map(|member| member.weight).collect();
+        MemberTable {
+            members,
+            entries,
+            order: weighted_order(&weights),
+        }
+    }
+}
+
+/// Slots for `weights`, each index `weights[i]` times, spread out the way
+/// nginx's smooth weighted round robin spreads them (3:1 is a a b a, not a a a b).
+fn weighted_order(weights: &[usize]) -> Vec<u32> {
+    let total: usize = weights.iter().sum();
+    if total.saturating_mul(weights.len()) > MAX_INTERLEAVE_WORK {
+        return (0..weights.len())
+            .flat_map(|i| std::iter::repeat_n(i as u32, weights[i]))
+            .collect();
+    }
+    let mut current = vec![0i64; weights.len()];
+    let mut order = Vec::with_capacity(total);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, weight) in weights.iter().enumerate() {
+            current[i] += *weight as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total as i64;
+        order.push(best as u32);
+    }
+    order
+}
+
 /// Picks backends for requests.
 pub struct Selector {
     lb: Arc<LoadBalancer<RoundRobin>>,
     policy: Policy,
+    /// The members, remade when the load balancer's set changes.
+    table: ArcSwap<MemberTable>,
+    /// Round robin's position in `MemberTable::order`.
+    cursor: AtomicUsize,
     /// Where least connections starts looking, advanced every pick, so that
     /// exact ties in the stride scheduler are broken in turn.
     next_start: AtomicUsize,
@@ -70,7 +158,10 @@ pub struct Selector {
 
 impl Selector {
     pub fn new(lb: Arc<LoadBalancer<RoundRobin>>, policy: Policy) -> Self {
+        let members = lb.backends().get_backend();
         Selector {
+            table: ArcSwap::from_pointee(MemberTable::new(members)),
+            cursor: AtomicUsize::new(0),
             lb,
             policy,
             next_start: AtomicUsize::new(0),
@@ -97,7 +188,8 @@ impl Selector {
         tried: &[u64],
         preferred: Option<&dyn Fn(&AppTarget) -> bool>,
     ) -> Option<Arc<AppTarget>> {
-        if let Some(target) = self.pick_among(Routing::Fit, tried, preferred) {
+        let table = self.table();
+        if let Some(target) = self.pick_among(&table, Routing::Fit, tried, preferred) {
             if self.panic.load(Ordering::Relaxed) && self.panic.swap(false, Ordering::Relaxed) {
                 info!(
                     "panic routing off: backend app={} is fit again",
@@ -112,24 +204,22 @@ impl Selector {
             return Some(target);
         }
         // Fit backends exist but this request tried them all: no panic.
-        if self.any_fit() {
+        if table.entries.iter().any(|member| self.fit(member)) {
             return None;
         }
-        let target = self.pick_among(Routing::Panic, tried, None)?;
+        let target = self.pick_among(&table, Routing::Panic, tried, None)?;
         if !self.panic.swap(true, Ordering::Relaxed) {
-            let members = self.lb.backends().get_backend();
+            let count = table.entries.len();
             warn!(
-                "panic routing on: none of {} backends passes its checks or is out of \
-                 ejection; balancing over every backend with an address until one is fit",
-                members.len()
+                "panic routing on: none of {count} backends passes its checks or is out of \
+                 ejection; balancing over every backend with an address until one is fit"
             );
             events::record(
                 EventKind::PanicOn,
                 None,
                 format!(
-                    "panic routing on: none of {} backends is fit; balancing over every \
-                     backend with an address",
-                    members.len()
+                    "panic routing on: none of {count} backends is fit; balancing over every \
+                     backend with an address"
                 ),
             );
         }
@@ -141,57 +231,63 @@ impl Selector {
         self.panic.load(Ordering::Relaxed)
     }
 
-    /// Whether any backend is fit to take traffic.
-    fn any_fit(&self) -> bool {
-        let backends = self.lb.backends();
-        backends.get_backend().iter().any(|backend| {
-            AppTarget::of(backend)
-                .is_some_and(|target| target.routable() && backends.ready(backend))
-        })
+    /// The table for the current members, remade if they changed.
+    fn table(&self) -> Arc<MemberTable> {
+        let table = self.table.load_full();
+        let members = self.lb.backends().get_backend();
+        if Arc::ptr_eq(&table.members, &members) {
+            return table;
+        }
+        let table = Arc::new(MemberTable::new(members));
+        self.table.store(Arc::clone(&table));
+        table
+    }
+
+    /// Fit to take traffic: Pingora's health flag, and our own readiness.
+    fn fit(&self, member: &Member) -> bool {
+        member.target.routable() && self.lb.backends().ready(&member.backend)
     }
 
     fn pick_among(
         &self,
+        table: &MemberTable,
         routing: Routing,
         tried: &[u64],
         preferred: Option<&dyn Fn(&AppTarget) -> bool>,
     ) -> Option<Arc<AppTarget>> {
-        let usable = |target: &AppTarget, healthy: bool| {
-            !tried.contains(&target.id())
+        let usable = |member: &Member| {
+            !tried.contains(&member.target.id())
                 && match routing {
-                    Routing::Fit => healthy && target.routable(),
-                    Routing::Panic => target.addr().is_some(),
+                    Routing::Fit => self.fit(member),
+                    Routing::Panic => member.target.addr().is_some(),
                 }
         };
         if let Some(preferred) = preferred {
-            let members = self.lb.backends().get_backend();
-            let sticky = members.iter().find_map(|backend| {
-                let target = AppTarget::of(backend)?;
-                (preferred(target) && usable(target, self.lb.backends().ready(backend)))
-                    .then(|| Arc::clone(target))
-            });
-            if sticky.is_some() {
-                return sticky;
+            let sticky = table
+                .entries
+                .iter()
+                .find(|member| preferred(&member.target) && usable(member));
+            if let Some(member) = sticky {
+                return Some(Arc::clone(&member.target));
             }
         }
         match (self.policy, routing) {
             (Policy::RoundRobin, Routing::Fit) => {
-                let backend = self
-                    .lb
-                    .select_with(b"", MAX_SELECT_STEPS, |backend, healthy| {
-                        AppTarget::of(backend).is_some_and(|target| usable(target, healthy))
-                    })?;
-                AppTarget::of(&backend).cloned()
+                let slots = table.order.len();
+                if slots == 0 {
+                    return None;
+                }
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                (0..slots.min(MAX_SELECT_STEPS)).find_map(|step| {
+                    let member = &table.entries[table.order[(start + step) % slots] as usize];
+                    usable(member).then(|| Arc::clone(&member.target))
+                })
             }
             // Panic picks use the least-connections scan whatever the
-            // policy: Pingora's round-robin cursor was just moved by the
-            // failed pass above, by as many steps as there are backends, so
-            // it would land on the same backend every time.
+            // policy: every member is tried in turn from where the cursor
+            // points, with the fewest requests in flight first.
             (Policy::LeastConnections, _) | (Policy::RoundRobin, Routing::Panic) => {
-                let members = self.lb.backends().get_backend();
-                self.least_loaded(&members, |backend, target| {
-                    usable(target, self.lb.backends().ready(backend))
-                })
+                self.least_loaded(&table.entries, usable)
             }
         }
     }
@@ -200,8 +296,8 @@ impl Selector {
     /// `in_flight / weight`, ties to the lowest stride pass.
     fn least_loaded(
         &self,
-        members: &BTreeSet<Backend>,
-        usable: impl Fn(&Backend, &AppTarget) -> bool,
+        members: &[Member],
+        usable: impl Fn(&Member) -> bool,
     ) -> Option<Arc<AppTarget>> {
         let count = members.len();
         if count == 0 {
@@ -211,14 +307,12 @@ impl Selector {
         let start = self.next_start.fetch_add(1, Ordering::Relaxed) % count;
         // (target, in_flight, weight, pass)
         let mut best: Option<(&Arc<AppTarget>, usize, usize, u64)> = None;
-        for backend in members.iter().cycle().skip(start).take(count) {
-            let Some(target) = AppTarget::of(backend) else {
-                continue;
-            };
-            if !usable(backend, target) {
+        for member in members[start..].iter().chain(&members[..start]) {
+            if !usable(member) {
                 continue;
             }
-            let (in_flight, weight) = (target.in_flight(), backend.weight.max(1));
+            let target = &member.target;
+            let (in_flight, weight) = (target.in_flight(), member.weight);
             let pass = target.stride_pass().load(Ordering::Relaxed).max(clock);
             let better = best.is_none_or(|(_, best_in_flight, best_weight, best_pass)| {
                 // in_flight / weight, compared without division.
@@ -385,5 +479,23 @@ mod tests {
         // The one fit backend was tried: no other, and no panic either.
         assert!(selector.pick(&[1], None).is_none());
         assert!(!selector.panic.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn weighted_slots_are_spread_like_nginxs_smooth_round_robin() {
+        assert_eq!(weighted_order(&[3, 1]), vec![0, 0, 1, 0]);
+        assert_eq!(weighted_order(&[1, 1, 1]), vec![0, 1, 2]);
+        assert_eq!(weighted_order(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert!(weighted_order(&[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn round_robin_splits_by_weight_and_skips_what_is_not_fit() {
+        let (selector, targets) = selector_over(Policy::RoundRobin, &[3, 1], true).await;
+        assert_eq!(split(&selector, &targets, 400), vec![300, 100]);
+        // The heavy one tried already: the light one, every time.
+        for _ in 0..4 {
+            assert_eq!(selector.pick(&[1], None).map(|t| t.id()), Some(2));
+        }
     }
 }
