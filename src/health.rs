@@ -12,10 +12,13 @@
 //!
 //! Behind Heroku's router a TCP connect only proves the router is up: it
 //! answers 503 for crashed apps, apps without web dynos and maintenance. So a
-//! check is a TCP connect (cheap; catches a dead host) and then a `GET` of the
-//! check path with the app's own Host and SNI, verifying certificates with the
+//! check is a `GET` of the check path with the app's own Host and SNI, verifying certificates with the
 //! server's CA settings like real traffic. Pingora's built-in checks use one
-//! Host and SNI for every backend, hence this one. Each check wakes an eco
+//! Host and SNI for every backend, hence this one. The check's connection is
+//! kept alive for the next check (Pingora's `reuse_connection`): behind
+//! Heroku's router every request still reaches the app, so a kept connection
+//! hides nothing, and a new TLS handshake per app every 5 s (200 a second at
+//! 1,000 apps) would cost the balancer and the router for nothing. Each check wakes an eco
 //! dyno and spends its hours: raise the interval for eco apps.
 
 use crate::backend::{AppTarget, CheckOutcome};
@@ -27,6 +30,7 @@ use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::Backend;
+use pingora::protocols::http::client::HttpSession;
 use pingora::server::configuration::ServerConf;
 use pingora::{Error, ErrorType};
 use std::sync::Arc;
@@ -108,38 +112,55 @@ impl AppHealthCheck {
         result
     }
 
+    /// One check: `GET` the check path with the app's own Host and SNI over a
+    /// kept-alive connection, or a new one. A kept connection that fails
+    /// before an answer (the router closed it while idle) is not the app's
+    /// fault: the check is made once more on a new connection.
     async fn probe(&self, target: &AppTarget) -> Result<(), CheckFailure> {
-        let Some(addr) = target.addr() else {
-            return Err(CheckFailure::new("unresolved", "hostname does not resolve"));
-        };
-        // 1. TCP: is anything listening at all?
-        tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => {
-                    CheckFailure::new("refused", "connection refused")
-                }
-                _ => CheckFailure::new("connect", format!("connect failed: {e}")),
-            })?;
-        // 2. HTTP with the app's own Host and SNI: is the app itself up?
         let peer = target
             .peer(&self.0.upstream)
             .ok_or_else(|| CheckFailure::new("unresolved", "hostname does not resolve"))?;
-        let (mut session, _) = self
-            .0
-            .connector
+        let connector = &self.0.connector;
+        let (session, reused) = connector
             .get_http_session(&peer)
             .await
             .map_err(|e| classify(&e))?;
+        let (status, session) = match self.exchange(session, target).await {
+            Ok(answered) => answered,
+            Err(_) if reused => {
+                let (session, _) = connector
+                    .get_http_session(&peer)
+                    .await
+                    .map_err(|e| classify(&e))?;
+                self.exchange(session, target).await?
+            }
+            Err(failure) => return Err(failure),
+        };
+        if let Some(session) = session {
+            connector
+                .release_http_session(session, &peer, Some(self.0.upstream.idle_timeout))
+                .await;
+        }
+        if self.0.settings.passes(status) {
+            Ok(())
+        } else {
+            Err(CheckFailure::new("status", format!("status {status}")))
+        }
+    }
+
+    /// Send the check request on `session` and read the answer: its status,
+    /// and the session when it may be kept (the whole body read, at most
+    /// [`MAX_KEPT_BODY`] bytes).
+    async fn exchange(
+        &self,
+        mut session: HttpSession,
+        target: &AppTarget,
+    ) -> Result<(u16, Option<HttpSession>), CheckFailure> {
         session.set_write_timeout(Some(self.0.settings.timeout));
         session.set_read_timeout(Some(self.0.settings.timeout));
         let mut request = RequestHeader::build("GET", self.0.settings.path.as_bytes(), None)
             .map_err(|e| CheckFailure::new("request", e.to_string()))?;
-        for (name, value) in [
-            ("Host", target.host_header()),
-            ("User-Agent", USER_AGENT),
-            ("Connection", "close"),
-        ] {
+        for (name, value) in [("Host", target.host_header()), ("User-Agent", USER_AGENT)] {
             request
                 .insert_header(name, value)
                 .map_err(|e| CheckFailure::new("request", e.to_string()))?;
@@ -160,13 +181,25 @@ impl AppHealthCheck {
             .response_header()
             .map(|response| response.status.as_u16())
             .ok_or_else(|| CheckFailure::new("protocol", "no response header"))?;
-        if self.0.settings.passes(status) {
-            Ok(())
-        } else {
-            Err(CheckFailure::new("status", format!("status {status}")))
+        // The body is read (not judged) so that the connection can carry the next check.
+        let mut read = 0;
+        while read <= MAX_KEPT_BODY {
+            match session.read_response_body().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) => break,
+                // Answered: the status stands; only the connection is lost.
+                Err(_) => return Ok((status, None)),
+            }
         }
+        // Pingora's release keeps it only if both sides allow keep-alive.
+        let keep = read <= MAX_KEPT_BODY && session.response_done();
+        Ok((status, keep.then_some(session)))
     }
 }
+
+/// Check answers with a longer body are not read to the end: their
+/// connection is closed instead of kept for the next check.
+const MAX_KEPT_BODY: usize = 64 * 1024;
 
 /// Sort a connector error into a reason label.
 fn classify(e: &Error) -> CheckFailure {
