@@ -225,10 +225,10 @@ impl Settings {
 
 /// Load the settings from `conf_path` (when given) and `env`.
 pub fn load(conf_path: Option<&str>, env: &dyn Env) -> Result<(Settings, ServerConf), ConfigError> {
-    let (file, mut server_conf, origin) = match conf_path {
+    let (file, mut server_conf, origin, file_keys) = match conf_path {
         Some(path) => {
-            let (file, conf) = read_conf_file(path)?;
-            (file, conf, format!("in {path}"))
+            let (file, conf, keys) = read_conf_file(path)?;
+            (file, conf, format!("in {path}"), keys)
         }
         None => (
             FileSettings::default(),
@@ -239,6 +239,7 @@ pub fn load(conf_path: Option<&str>, env: &dyn Env) -> Result<(Settings, ServerC
                 )
             })?,
             "(no -c file)".to_string(),
+            SizingKeys::default(),
         ),
     };
     let key = |name: &str| format!("{}.{name} {origin}", file::SECTION);
@@ -253,18 +254,65 @@ pub fn load(conf_path: Option<&str>, env: &dyn Env) -> Result<(Settings, ServerC
         check_ca_file(&path)
             .map_err(|reason| ConfigError::new(format!("ca_file {origin}"), reason))?;
     }
-    server_overrides(&mut server_conf, env, &origin)?;
+    server_overrides(&mut server_conf, env, &origin, file_keys.threads)?;
+    if !file_keys.upstream_keepalive_pool_size {
+        server_conf.upstream_keepalive_pool_size = keepalive_pool_size(&settings.source);
+    }
     Ok((settings, server_conf))
 }
+
+/// Which of Pingora's sizing keys the file sets; the others get our defaults.
+#[derive(Debug, Default, Clone, Copy)]
+struct SizingKeys {
+    threads: bool,
+    upstream_keepalive_pool_size: bool,
+}
+
+/// `threads` when neither `LB_THREADS` nor the file sets it: the CPUs this
+/// process may use (its CPU affinity and cgroup quota count), as nginx's
+/// `worker_processes auto` does. bench/README.md's `cores` scenario measures
+/// what a second thread gives.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// Idle upstream connections kept when the file does not say: room for
+/// [`POOL_PER_APP`] per app, and never below Pingora's own default (128).
+/// A pool smaller than the apps times their concurrency closes connections
+/// round robin is about to need, and every new one to Heroku's router costs
+/// a TLS handshake; a larger one costs nothing until connections are idle in
+/// it. The pipeline's size is not known before discovery runs, so pipeline
+/// mode assumes [`PIPELINE_APPS_SIZED_FOR`] apps.
+pub fn keepalive_pool_size(source: &BackendSource) -> usize {
+    let apps = match source {
+        BackendSource::Static(urls) => urls.len(),
+        BackendSource::Pipeline(_) => PIPELINE_APPS_SIZED_FOR,
+        BackendSource::Demo => 3,
+    };
+    (apps * POOL_PER_APP).max(128)
+}
+
+/// Idle connections kept per app by the default pool size.
+pub const POOL_PER_APP: usize = 4;
+
+/// The number of apps the default pool of pipeline mode is sized for.
+pub const PIPELINE_APPS_SIZED_FOR: usize = 1_000;
 
 /// Pingora's own keys that have a variable: environment over file over
 /// default, applied to the `ServerConf` before it goes to Pingora; then the
 /// shutdown budget is checked on the result. Pingora's shutdown defaults
 /// (300 s + 5 s) outlast Heroku's 30 s, so ours are the shipped file's 10 + 5.
-fn server_overrides(conf: &mut ServerConf, env: &dyn Env, origin: &str) -> Result<(), ConfigError> {
+fn server_overrides(
+    conf: &mut ServerConf,
+    env: &dyn Env,
+    origin: &str,
+    threads_in_file: bool,
+) -> Result<(), ConfigError> {
     if let Some(raw) = env.var(env::LB_THREADS) {
         let threads = parse_at_least_one(&raw).map_err(|r| ConfigError::new(env::LB_THREADS, r))?;
         conf.threads = threads as usize;
+    } else if !threads_in_file {
+        conf.threads = default_threads();
     } else if conf.threads == 0 {
         return Err(ConfigError::new(
             format!("threads {origin}"),
@@ -298,7 +346,7 @@ fn server_overrides(conf: &mut ServerConf, env: &dyn Env, origin: &str) -> Resul
 }
 
 /// Split the file into our section and Pingora's keys and parse both.
-fn read_conf_file(path: &str) -> Result<(FileSettings, ServerConf), ConfigError> {
+fn read_conf_file(path: &str) -> Result<(FileSettings, ServerConf, SizingKeys), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(path, format!("cannot read the configuration file: {e}")))?;
     // serde_yaml's messages give line and column, never the file's contents.
@@ -319,6 +367,10 @@ fn read_conf_file(path: &str) -> Result<(FileSettings, ServerConf), ConfigError>
             ))
         }
     };
+    let keys = SizingKeys {
+        threads: mapping.contains_key("threads"),
+        upstream_keepalive_pool_size: mapping.contains_key("upstream_keepalive_pool_size"),
+    };
     let section = mapping
         .remove(file::SECTION)
         .unwrap_or(serde_yaml::Value::Null);
@@ -332,7 +384,7 @@ fn read_conf_file(path: &str) -> Result<(FileSettings, ServerConf), ConfigError>
     let server_conf = server_conf
         .validate()
         .map_err(|e| ConfigError::new(format!("Pingora server keys in {path}"), e.to_string()))?;
-    Ok((ours, server_conf))
+    Ok((ours, server_conf, keys))
 }
 
 /// Heroku sends SIGKILL 30 s after SIGTERM: Pingora's grace period plus its

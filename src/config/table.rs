@@ -259,7 +259,12 @@ pub const SETTINGS: &[Setting] = &[
         "Rewrite `Location`, `Content-Location`, `Refresh` and cookie `Domain`s naming an app's own host to the client's.",
     ),
     // Pingora's server.
-    row(LB_THREADS, Pingora("threads"), "1", "Worker threads of the proxy service."),
+    row(
+        LB_THREADS,
+        Pingora("threads"),
+        "",
+        "Worker threads of the proxy service; unset, the number of CPUs the process may use.",
+    ),
     row(
         LB_GRACE_PERIOD_SECONDS,
         Pingora("grace_period_seconds"),
