@@ -85,6 +85,9 @@ pub struct AppTarget {
     /// The URL as text, made once: the access line of every request names it.
     url_text: String,
     host_header: String,
+    /// `host_header` as a header value, made once: each request clones it
+    /// (a reference count) instead of copying and checking the text again.
+    host_value: http::HeaderValue,
     /// Where connections go; `None` until the hostname first resolves.
     /// Written by discovery's resolver, read on the request path without a lock.
     addr: ArcSwapOption<SocketAddr>,
@@ -112,6 +115,10 @@ pub struct AppTarget {
 impl AppTarget {
     pub fn new(id: u64, url: BackendUrl, name: String) -> Self {
         let host_header = url.host_header();
+        // A parsed URL's host and port are valid header text; an empty value
+        // (never expected) would make the app's router answer 400, not crash us.
+        let host_value = http::HeaderValue::from_str(&host_header)
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
         let url_text = url.to_string();
         let metrics = TargetMetrics::new(&name);
         // An IP literal needs no resolution.
@@ -122,6 +129,7 @@ impl AppTarget {
             name,
             url_text,
             host_header,
+            host_value,
             addr: ArcSwapOption::new(addr),
             counters: TargetCounters::default(),
             metrics,
@@ -155,6 +163,11 @@ impl AppTarget {
 
     pub fn host_header(&self) -> &str {
         &self.host_header
+    }
+
+    /// The `Host` header value sent upstream.
+    pub fn host_value(&self) -> &http::HeaderValue {
+        &self.host_value
     }
 
     /// The resolved address, if the hostname has resolved.

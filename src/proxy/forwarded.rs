@@ -121,7 +121,7 @@ impl ClientView {
         &self,
         incoming: &RequestHeader,
         upstream: &mut RequestHeader,
-        listen_port: &str,
+        listen_port: &http::HeaderValue,
     ) -> pingora::Result<()> {
         let forwarded = if self.trusted {
             forwarded_for(
@@ -139,10 +139,10 @@ impl ClientView {
         }
         let keep = |name: &str| self.trusted && incoming.headers.contains_key(name);
         if !keep("x-forwarded-proto") {
-            upstream.insert_header("X-Forwarded-Proto", "http")?;
+            upstream.insert_header("X-Forwarded-Proto", http::HeaderValue::from_static("http"))?;
         }
         if !keep("x-forwarded-port") {
-            upstream.insert_header("X-Forwarded-Port", listen_port)?;
+            upstream.insert_header("X-Forwarded-Port", listen_port.clone())?;
         }
         if !keep("x-forwarded-host") {
             match &self.host {
@@ -283,7 +283,11 @@ mod tests {
         let untrusted = view(&ROUTER_HEADERS, "127.0.0.1", &TrustedHops::default());
         let mut upstream = incoming.clone();
         untrusted
-            .set_headers(&incoming, &mut upstream, "8080")
+            .set_headers(
+                &incoming,
+                &mut upstream,
+                &http::HeaderValue::from_static("8080"),
+            )
             .expect("valid headers");
         let get = |request: &RequestHeader, name: &str| {
             let values: Vec<_> = request.headers.get_all(name).iter().cloned().collect();
@@ -299,7 +303,11 @@ mod tests {
         let trusted = view(&ROUTER_HEADERS, "10.0.0.2", &hops);
         let mut upstream = incoming.clone();
         trusted
-            .set_headers(&incoming, &mut upstream, "8080")
+            .set_headers(
+                &incoming,
+                &mut upstream,
+                &http::HeaderValue::from_static("8080"),
+            )
             .expect("valid headers");
         assert_eq!(
             get(&upstream, "x-forwarded-for"),

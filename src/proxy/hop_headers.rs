@@ -55,14 +55,25 @@ impl RequestIds {
         // Version 4 / variant 1 bits, so the id reads as a UUID.
         let high = (high & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
         let low = (low & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            high >> 32,
-            (high >> 16) & 0xffff,
-            high & 0xffff,
-            low >> 48,
-            low & 0xffff_ffff_ffff
-        )
+        // 8-4-4-4-12 hex digits, written without the formatting machinery
+        // (this runs once per request).
+        let mut id = String::with_capacity(36);
+        for (value, digits) in [
+            (high >> 32, 8),
+            ((high >> 16) & 0xffff, 4),
+            (high & 0xffff, 4),
+            (low >> 48, 4),
+            (low & 0xffff_ffff_ffff, 12),
+        ] {
+            if !id.is_empty() {
+                id.push('-');
+            }
+            for shift in (0..digits).rev() {
+                let nibble = ((value >> (4 * shift)) & 0xf) as u8;
+                id.push(char::from(b"0123456789abcdef"[nibble as usize]));
+            }
+        }
+        id
     }
 }
 

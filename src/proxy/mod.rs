@@ -61,7 +61,7 @@ pub struct AppProxy {
     upstream: UpstreamSettings,
     ejection: PassiveEjection,
     /// Our own listening port, for `X-Forwarded-Port` when no trusted hop sent one.
-    listen_port: String,
+    listen_port: http::HeaderValue,
     request_ids: RequestIds,
     /// Whose `X-Forwarded-*` headers are kept.
     trusted_hops: TrustedHops,
@@ -132,7 +132,7 @@ impl AppProxy {
             status,
             upstream: settings.upstream.clone(),
             ejection,
-            listen_port: settings.listen_port.to_string(),
+            listen_port: http::HeaderValue::from(settings.listen_port),
             request_ids: RequestIds::default(),
             trusted_hops: TrustedHops::new(
                 settings.trusted_proxies.clone(),
@@ -289,7 +289,7 @@ impl ProxyHttp for AppProxy {
         let Some(target) = ctx.target.as_ref() else {
             return Err(Error::explain(ErrorType::InternalError, "no target chosen"));
         };
-        upstream_request.insert_header("Host", target.host_header())?;
+        upstream_request.insert_header("Host", target.host_value().clone())?;
         if let Some(sticky) = &self.sticky {
             strip_sticky_cookie(sticky, upstream_request)?;
         }
