@@ -795,13 +795,8 @@ class Bench:
     def throughput(self) -> None:
         a = self.args
         log(f"throughput: 3 backends, {a.connections} connections, {a.duration:g} s, {a.rounds} rounds")
-        n = len(self.PROXIES)
         for round_no in range(a.rounds):
-            # Alternate the order so that no proxy always runs first or last.
-            order = self.PROXIES[round_no % n:] + self.PROXIES[:round_no % n]
-            if round_no % 2:
-                order.reverse()
-            for kind in order:
+            for kind in rotation(self.PROXIES, round_no):
                 self.session(kind, self.ports_main, a.connections, "throughput", round=round_no)
 
     def saturation(self, kind: str) -> float:
@@ -851,10 +846,13 @@ class Bench:
         counts = [3] + self.args.many
         log(f"many: {' vs '.join(map(str, counts))} backends, 64 connections, "
             f"{self.args.duration:g} s")
-        for kind in self.PEERS:
-            for n in counts:
-                ports = self.ports_main if n == 3 else self.ports_many[:n]
-                self.session(kind, ports, 64, "many", backends=n)
+        # Rounds as in the throughput scenario: on a shared machine one run
+        # per proxy and count moves by tens of percent; medians are reported.
+        for round_no in range(self.args.rounds):
+            for kind in rotation(self.PEERS, round_no):
+                for n in counts:
+                    ports = self.ports_main if n == 3 else self.ports_many[:n]
+                    self.session(kind, ports, 64, "many", backends=n, round=round_no)
 
     # ---- the heroku scenario: TLS to one router serving many apps
 
@@ -922,10 +920,12 @@ class Bench:
             f"Host, 64 connections, {self.args.duration:g} s")
         router = self.start_router(max(counts))
         try:
-            for n in counts:
-                apps = dict(router, hosts=router["hosts"][:n])
-                for kind in self.HEROKU_PROXIES:
-                    self.session(kind, [], 64, "heroku", apps=apps, backends=n)
+            for round_no in range(self.args.rounds):
+                for n in counts:
+                    apps = dict(router, hosts=router["hosts"][:n])
+                    for kind in rotation(self.HEROKU_PROXIES, round_no):
+                        self.session(kind, [], 64, "heroku", apps=apps, backends=n,
+                                     round=round_no)
         finally:
             self.router.stop()
             self.router = None
@@ -943,10 +943,11 @@ class Bench:
             for pid in pinned:
                 os.sched_setaffinity(pid, every)
             self.wrk.cpu = None
-            for kind in self.CORES_PROXIES:
-                for threads in (1, 2):
-                    self.session(kind, self.ports_main, 64, "cores", threads=threads, cpu=every,
-                                 wrk_threads=2)
+            for round_no in range(self.args.rounds):
+                for kind in rotation(self.CORES_PROXIES, round_no):
+                    for threads in (1, 2):
+                        self.session(kind, self.ports_main, 64, "cores", threads=threads,
+                                     cpu=every, wrk_threads=2, round=round_no)
         finally:
             self.wrk.cpu = saved_cpu
             for pid, cpus in pinned.items():
@@ -1104,6 +1105,16 @@ def machine_info(bins) -> dict:
         "(cores scenario: nothing pinned)"
         if (os.cpu_count() or 1) >= 2 else "none (1 CPU)",
     }
+
+
+def rotation(items: list, round_no: int) -> list:
+    """`items` in round `round_no`'s order: rotated by the round, reversed
+    every other round, so that no proxy always runs first or last."""
+    n = len(items)
+    order = items[round_no % n:] + items[:round_no % n]
+    if round_no % 2:
+        order.reverse()
+    return order
 
 
 def median(values):
@@ -1274,7 +1285,7 @@ def write_reports(bench: Bench, out_dir: str, command: str) -> None:
                     f"{change} | {mib(v['peak_rss_kb'])} | {v['errors']} |")
         lines += ["", "Idle upstream pools: 256 (nginx: 64) with 3 backends, twice the backend count "
                   "with more. heroku-lb's CPU includes its active health checks of every backend "
-                  "every 5 s (TCP connect, then `GET /` on a new connection).", ""]
+                  "every 5 s (`GET /` on the connection kept from the previous check).", ""]
 
     heroku = summarize(runs, "heroku", key=lambda r: (r["proxy"], r.get("backends")))
     if heroku:
@@ -1310,7 +1321,7 @@ def write_reports(bench: Bench, out_dir: str, command: str) -> None:
                   "Handshakes: connections the router accepted during the run (stub_status "
                   "`accepts`), per 1,000 requests; full + resumed: connections whose first request "
                   "the router logged with `$ssl_session_reused`. heroku-lb's count includes its "
-                  "health checks (a new TLS connection per app every 5 s). bare Pingora: the "
+                  "health checks (each on the connection kept from its previous check). bare Pingora: the "
                   "mimalloc build, heroku-lb's allocator.", ""]
 
     cores = summarize(runs, "cores", key=lambda r: (r["proxy"], r.get("threads")))

@@ -40,7 +40,8 @@ static OUTPUT: OnceLock<Arc<BufferedStdout>> = OnceLock::new();
 
 /// Lines waiting for stdout, and whether to wait at all.
 struct BufferedStdout {
-    pending: Mutex<Vec<u8>>,
+    /// Text, so a request line is formatted straight into it (`fmt::Write`).
+    pending: Mutex<String>,
     /// Write each record at once (daemon mode, or the buffer was never set up).
     direct: AtomicBool,
     /// Lines start with a timestamp (off Heroku; logplex adds its own).
@@ -57,7 +58,8 @@ impl BufferedStdout {
     /// keep their order.
     fn append_now(&self, data: &[u8]) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.extend_from_slice(data);
+        // env_logger hands over whole UTF-8 records; anything else is kept readable.
+        pending.push_str(&String::from_utf8_lossy(data));
         write_out(&mut pending);
     }
 
@@ -68,6 +70,7 @@ impl BufferedStdout {
 
     /// Append one line: the timestamp when lines carry one, `line`, `\n`.
     fn append_line(&self, line: &dyn fmt::Display) {
+        use std::fmt::Write as _;
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if self.timestamps {
             let now = SystemTime::now()
@@ -77,10 +80,10 @@ impl BufferedStdout {
             if stamp.0 != now || stamp.1.is_empty() {
                 *stamp = (now, rfc3339_seconds(now));
             }
-            pending.extend_from_slice(stamp.1.as_bytes());
-            pending.push(b' ');
+            pending.push_str(&stamp.1);
+            pending.push(' ');
         }
-        // Writing into a Vec cannot fail; a Display that fails leaves a partial line.
+        // Writing into a String cannot fail; a Display that fails leaves a partial line.
         let _ = writeln!(pending, "{line}");
         if pending.len() >= FLUSH_BYTES || self.direct.load(Ordering::Relaxed) {
             write_out(&mut pending);
@@ -115,12 +118,12 @@ fn rfc3339_seconds(seconds: u64) -> String {
 
 /// Write `pending` to stdout and empty it (keeping its capacity). A failed
 /// write (stdout closed) drops the lines: there is nowhere else to put them.
-fn write_out(pending: &mut Vec<u8>) {
+fn write_out(pending: &mut String) {
     if pending.is_empty() {
         return;
     }
     let mut stdout = io::stdout().lock();
-    let _ = stdout.write_all(pending);
+    let _ = stdout.write_all(pending.as_bytes());
     let _ = stdout.flush();
     pending.clear();
 }
@@ -145,7 +148,7 @@ impl Write for LogWriter {
 /// written as they are.
 pub fn init(on_heroku: bool, access_target: &'static str) {
     let output = Arc::new(BufferedStdout {
-        pending: Mutex::new(Vec::with_capacity(2 * FLUSH_BYTES)),
+        pending: Mutex::new(String::with_capacity(2 * FLUSH_BYTES)),
         direct: AtomicBool::new(false),
         timestamps: !on_heroku,
         stamp: Mutex::new((0, String::new())),
@@ -221,7 +224,7 @@ mod tests {
 
     fn buffer(direct: bool, timestamps: bool) -> BufferedStdout {
         BufferedStdout {
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(String::new()),
             direct: AtomicBool::new(direct),
             timestamps,
             stamp: Mutex::new((0, String::new())),
@@ -240,16 +243,15 @@ mod tests {
     fn a_request_line_gets_the_timestamp_only_off_heroku() {
         let off = buffer(false, true);
         off.append_line(&"at=info method=GET");
-        let text =
-            String::from_utf8(off.pending.lock().expect("unpoisoned").clone()).expect("utf-8");
+        let text = off.pending.lock().expect("unpoisoned").clone();
         let (stamp, rest) = text.split_once(' ').expect("a timestamp");
         assert!(stamp.ends_with('Z') && stamp.len() == 20, "{text}");
         assert_eq!(rest, "at=info method=GET\n");
         let on = buffer(false, false);
         on.append_line(&"at=info method=GET");
         assert_eq!(
-            on.pending.lock().expect("unpoisoned").as_slice(),
-            b"at=info method=GET\n"
+            on.pending.lock().expect("unpoisoned").as_str(),
+            "at=info method=GET\n"
         );
     }
 
@@ -259,8 +261,8 @@ mod tests {
         output.append_line(&"first");
         output.append_line(&"second");
         assert_eq!(
-            output.pending.lock().expect("unpoisoned").as_slice(),
-            b"first\nsecond\n"
+            output.pending.lock().expect("unpoisoned").as_str(),
+            "first\nsecond\n"
         );
         // Filling it writes it out (to this test's stdout) and empties it.
         output.append_line(&"x".repeat(FLUSH_BYTES));

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Instructions per proxied request, counted by valgrind's callgrind.
+
+The CPU-time figures of bench/run.py move with whatever else the machine is
+doing; instruction counts do not. This runs heroku-lb and bare Pingora (the
+mimalloc build, heroku-lb's allocator) one after the other under
+`valgrind --tool=callgrind` over the same backends, zeroes the counters after
+a warm-up, drives wrk for a few seconds, dumps, and reports user-space
+instructions per request (kernel work, the same for both, is not counted),
+then the functions whose share differs most between the two. heroku-lb runs
+twice: as shipped (a request line per request) and with `RUST_LOG=warn`.
+
+    python3 bench/instructions.py                 # 3 backends, 8 s each
+    python3 bench/instructions.py --backends 1000 --top 30
+
+Needs valgrind, wrk and nginx; uses the binaries in target/release (build them
+with `cargo build --release --bin heroku-lb --example bare_pingora_mimalloc`).
+A proxy runs about 50 times slower under callgrind: requests per second here
+mean nothing, only instructions per request do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import configs  # noqa: E402
+import run  # noqa: E402
+
+
+def exclusive_costs(path: str) -> collections.Counter:
+    """Instructions per function (exclusive) from a callgrind dump."""
+    names: dict[str, str] = {}
+    costs: collections.Counter = collections.Counter()
+    function = None
+    after_call = False
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+            if m:
+                kind, number, name = m.groups()
+                if name:
+                    names[number] = name
+                if kind == "fn":
+                    function = names.get(number, number)
+                continue
+            if line.startswith("calls="):
+                after_call = True  # the next cost line is the callee's, inclusive
+                continue
+            if line[:1].isdigit() or line[:1] in "+-*":
+                parts = line.split()
+                if len(parts) >= 2 and function:
+                    if after_call:
+                        after_call = False
+                        continue
+                    costs[function] += int(parts[1])
+    return costs
+
+
+def measure(kind: str, binary: str, ports: list[int], work: str, seconds: float,
+            connections: int) -> tuple[int, collections.Counter]:
+    """One proxy under callgrind: requests wrk completed, instructions by function."""
+    d = tempfile.mkdtemp(dir=work, prefix=kind.replace(" ", "_") + "-")
+    port = run.free_ports(1)[0]
+    pool = 2 * len(ports) if len(ports) > 16 else 256
+    env = {k: v for k, v in os.environ.items() if k not in run.HEROKU_LB_VARS}
+    env.pop("RUST_LOG", None)
+    if kind.startswith("heroku-lb"):
+        if kind.endswith("RUST_LOG=warn"):
+            env["RUST_LOG"] = "warn"
+        conf = os.path.join(d, "heroku-lb.yaml")
+        with open(conf, "w") as f:
+            f.write(configs.heroku_lb_conf(d, port, [f"http://127.0.0.1:{p}" for p in ports],
+                                           upstream_keepalive_pool_size=pool))
+        argv = [binary, "-c", conf]
+    else:
+        env.update(PORT=str(port), BARE_POOL_SIZE=str(pool),
+                   BARE_BACKENDS=",".join(f"127.0.0.1:{p}" for p in ports))
+        argv = [binary]
+    out = os.path.join(d, "callgrind.out")
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"] + argv,
+        stdout=open(os.path.join(d, "stdout.log"), "w"),
+        stderr=open(os.path.join(d, "stderr.log"), "w"), env=env, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        run.wait_until(f"{kind} under callgrind", lambda: run.http_get(url, 5)[0] == 200, 180)
+        run.warm_up(url, 3)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=False)
+        result = run.Wrk(d, None).run(url, connections, seconds)
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=False)
+        dumps: list[str] = []
+        for _ in range(100):
+            dumps = sorted(glob.glob(f"{out}.{proc.pid}.*"))
+            if dumps:
+                break
+            time.sleep(0.1)
+        if not dumps:
+            run.die(f"no callgrind dump from {kind}; see {d}")
+        time.sleep(0.5)  # the dump is written in one go; let it finish
+        return result["requests"], exclusive_costs(dumps[-1])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backends", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=8)
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--top", type=int, default=20, help="functions to list (20)")
+    args = p.parse_args()
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(run.REPO, "target"))
+    # heroku-lb as shipped (RUST_LOG unset: a request line per request, to a
+    # file here), without request lines, and the floor.
+    binaries = {
+        "heroku-lb": os.path.join(target, "release", "heroku-lb"),
+        "heroku-lb RUST_LOG=warn": os.path.join(target, "release", "heroku-lb"),
+        "bare Pingora": os.path.join(target, "release", "examples", "bare_pingora_mimalloc"),
+    }
+    for kind, path in binaries.items():
+        if not os.path.exists(path):
+            run.die(f"{path} is missing: cargo build --release --bin heroku-lb "
+                    "--example bare_pingora_mimalloc")
+    work = tempfile.mkdtemp(prefix="heroku-lb-instructions-")
+    ports = run.free_ports(args.backends)
+    with open(os.path.join(work, "nginx.conf"), "w") as f:
+        f.write(configs.nginx_backends_conf(work, ports))
+    backends = subprocess.Popen(["nginx", "-e", "stderr", "-c", os.path.join(work, "nginx.conf"),
+                                 "-p", work], start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        run.wait_until("backends", lambda: run.http_get(f"http://127.0.0.1:{ports[0]}/")[0] == 200,
+                       15)
+        per_request = {}
+        for kind, path in binaries.items():
+            requests, costs = measure(kind, path, ports, work, args.seconds, args.connections)
+            per_request[kind] = {name: cost / requests for name, cost in costs.items()}
+            total = sum(per_request[kind].values())
+            print(f"{kind:<24} {requests:6d} requests  {total:9.0f} instructions/request",
+                  flush=True)
+        ours, floor = per_request["heroku-lb"], per_request["bare Pingora"]
+        quiet = per_request["heroku-lb RUST_LOG=warn"]
+        total = {kind: sum(costs.values()) for kind, costs in per_request.items()}
+        print(f"heroku-lb / bare Pingora: {total['heroku-lb'] / total['bare Pingora']:.2f}x; "
+              f"RUST_LOG=warn / bare Pingora: "
+              f"{total['heroku-lb RUST_LOG=warn'] / total['bare Pingora']:.2f}x; "
+              f"a request line: {total['heroku-lb'] - sum(quiet.values()):.0f} instructions")
+        print("\nfunctions by difference (instructions/request: bare Pingora -> heroku-lb):")
+        diff = {name: ours.get(name, 0) - floor.get(name, 0) for name in set(ours) | set(floor)}
+        for name, delta in sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:args.top]:
+            print(f"{delta:+8.0f}  {floor.get(name, 0):8.0f} -> {ours.get(name, 0):8.0f}  {name[:110]}")
+    finally:
+        os.killpg(backends.pid, signal.SIGTERM)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
