@@ -841,6 +841,40 @@ class Bench:
         log(f"rss: 3 backends, 256 connections, {self.args.duration:g} s, fresh process each")
         for kind in self.PROXIES:
             self.session(kind, self.ports_main, 256, "rss")
+        self.rss_per_app()
+
+    def rss_per_app(self) -> None:
+        """heroku-lb's idle memory per app: VmRSS with 1,000 apps minus with
+        3, each app a distinct hostname (pinned to 127.0.0.1, on the 3 backend
+        ports in turn), after every app passed its first check and one more
+        round of checks; no traffic."""
+        idle = {}
+        for n in (3, 1000):
+            d = self.path(f"heroku-lb_idle_{n}")
+            port = free_ports(1)[0]
+            hosts = [f"app-{i}.idle.test" for i in range(n)]
+            conf = os.path.join(d, "heroku-lb.yaml")
+            with open(conf, "w") as f:
+                f.write(configs.heroku_lb_conf(
+                    d, port, [f"http://{h}:{self.ports_main[i % 3]}" for i, h in enumerate(hosts)],
+                    resolve={h: "127.0.0.1" for h in hosts}))
+            proc = Proc(f"heroku-lb idle {n} apps", [self.bins["heroku-lb"], "-c", conf],
+                        cpu=self.proxy_cpu, env=self.clean_env(RUST_LOG="warn"),
+                        log_path=os.path.join(d, "log"))
+            try:
+                def healthy():
+                    code, body = http_get(f"http://127.0.0.1:{port}/_lb/status")
+                    return code == 200 and json.loads(body).get("backends_healthy") == n
+                wait_until(f"{n} idle apps to pass their first check", healthy, 60, proc)
+                time.sleep(6)  # one more round of checks (every 5 s)
+                idle[n] = status_kb(proc.pid, "VmRSS")
+            finally:
+                proc.stop()
+        per_app = (idle[1000] - idle[3]) / 997
+        log(f"  rss        heroku-lb idle: {idle[3]} kB with 3 apps, {idle[1000]} kB with 1000: "
+            f"{per_app:.1f} KiB per app")
+        self.results["idle_rss"] = {"apps_3_kb": idle[3], "apps_1000_kb": idle[1000],
+                                    "per_app_kib": per_app}
 
     def many(self) -> None:
         counts = [3] + self.args.many
@@ -1263,6 +1297,12 @@ def write_reports(bench: Bench, out_dir: str, command: str) -> None:
                 lines.append(f"| {name} | {mib(v['peak_rss_kb'])} | {v['rps']:,.0f} | "
                              f"{ms(v['p99_us'])} | {v['cpu_us']:.1f} | {v['errors']} |")
         lines += ["", "For nginx, the worker process's VmHWM; for the others, the process's.", ""]
+    idle = bench.results.get("idle_rss")
+    if idle:
+        lines += [f"heroku-lb idle, no traffic, after every app's first health checks: "
+                  f"VmRSS {mib(idle['apps_3_kb'])} with 3 apps, {mib(idle['apps_1000_kb'])} with "
+                  f"1,000 (each a distinct hostname): **{idle['per_app_kib']:.1f} KiB per app**.",
+                  ""]
 
     many = summarize(runs, "many", key=lambda r: (r["proxy"], r.get("backends")))
     if many:
