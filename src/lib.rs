@@ -31,6 +31,7 @@
 //! - [`logging`]: every log line to stdout through a buffer flushed every 100 ms.
 //! - [`config`]: `Settings` from `pingora.yaml` and the environment, plus Pingora's
 //!   `ServerConf`; one table of every setting.
+//! - [`time`]: RFC 3339 timestamps for status and request lines.
 //! - [`values`]: the value types configuration parses (backend URL, policy, cookie name,
 //!   IP range), below everything.
 //!
@@ -51,5 +52,6 @@ pub mod selection;
 pub mod shutdown;
 pub mod status;
 pub mod sticky;
+pub mod time;
 pub mod traffic;
 pub mod values;

@@ -73,12 +73,13 @@ impl BufferedStdout {
         use std::fmt::Write as _;
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if self.timestamps {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs());
+            // As env_logger writes its timestamps, so all lines look alike;
+            // made once a second.
+            let now = SystemTime::now();
+            let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let mut stamp = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
-            if stamp.0 != now || stamp.1.is_empty() {
-                *stamp = (now, rfc3339_seconds(now));
+            if stamp.0 != second || stamp.1.is_empty() {
+                *stamp = (second, crate::time::rfc3339(now));
             }
             pending.push_str(&stamp.1);
             pending.push(' ');
@@ -89,31 +90,6 @@ impl BufferedStdout {
             write_out(&mut pending);
         }
     }
-}
-
-/// `seconds` since the Unix epoch as RFC 3339 UTC, as env_logger writes its
-/// timestamps (`2026-11-29T18:00:00Z`), so request lines and other lines
-/// look alike.
-fn rfc3339_seconds(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let of_day = seconds % 86_400;
-    // Howard Hinnant's days-to-civil, for the proleptic Gregorian calendar.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3_600,
-        of_day % 3_600 / 60,
-        of_day % 60
-    )
 }
 
 /// Write `pending` to stdout and empty it (keeping its capacity). A failed
@@ -229,14 +205,6 @@ mod tests {
             timestamps,
             stamp: Mutex::new((0, String::new())),
         }
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_seconds() {
-        assert_eq!(rfc3339_seconds(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_seconds(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_seconds(1_798_570_800), "2026-12-29T19:00:00Z");
-        assert_eq!(rfc3339_seconds(4_107_542_399), "2100-02-28T23:59:59Z");
     }
 
     #[test]

@@ -29,7 +29,6 @@
 
 mod access;
 mod html;
-mod time;
 
 pub use access::Access;
 use access::{may_see_detail, presented_token};
@@ -40,6 +39,7 @@ use crate::discovery::DiscoveryStatus;
 use crate::events::events;
 use crate::metrics::{self, metrics};
 use crate::selection::Policy;
+use crate::time;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::lb::selection::RoundRobin;

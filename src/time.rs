@@ -1,4 +1,6 @@
-//! RFC 3339 timestamps (UTC, whole seconds) for status, without a date crate.
+//! RFC 3339 timestamps (UTC, whole seconds) without a date crate: status
+//! shows them, and request lines off Heroku start with one (`logging.rs`),
+//! in the form env_logger gives every other line.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,6 +46,14 @@ mod tests {
         assert_eq!(
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_424_734)),
             "2026-11-23T09:05:34Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_798_570_800)),
+            "2026-12-29T19:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(4_107_542_399)),
+            "2100-02-28T23:59:59Z"
         );
     }
 }
