@@ -370,3 +370,26 @@ async fn each_health_transition_is_logged_exactly_once() {
         "the steady backend had a transition logged:\n{output}"
     );
 }
+
+/// Checks reuse their connection: eight checks of an idle backend arrive on
+/// at most three connections (discovery's first check and Pingora's first
+/// round may overlap), where one connection per check (and a TCP connect
+/// beside it) was the rule before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_reuse_their_connection() {
+    let backend = TestBackend::start("kept-alive").await;
+    let _lb = balancer(&[backend.url()]).start().await;
+    common::wait_until(
+        "eight health checks to reach the backend",
+        200,
+        Duration::from_millis(25),
+        || async { backend.count_to("/health") >= 8 },
+    )
+    .await;
+    let (checks, connections) = (backend.count_to("/health"), backend.connection_count());
+    println!("{checks} checks on {connections} connections");
+    assert!(
+        connections <= 3,
+        "{checks} checks took {connections} connections"
+    );
+}
