@@ -35,7 +35,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(text) = cli::info_requested(&args) {
-        println!("{text}");
+        cli::print(&text);
         return;
     }
     logging::init(
@@ -47,6 +47,7 @@ fn main() {
         Ok(loaded) => loaded,
         Err(error) => fail(&format!("configuration error: {error}")),
     };
+    logging::set_flush_interval(settings.log_flush_interval);
     for warning in &settings.warnings {
         warn!("{warning}");
     }

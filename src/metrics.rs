@@ -34,10 +34,11 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub own_responses: IntCounterVec,
     pub request_duration: Histogram,
+    pub log_lines_dropped: IntCounter,
 }
 
 /// Why a request was sent to another backend (`retries`' `reason` label).
-pub const RETRY_REASONS: [&str; 2] = ["connect_failed", "failed_before_answer"];
+pub const RETRY_REASONS: [&str; 3] = ["connect_failed", "failed_before_answer", "stale_connection"];
 
 /// Reasons a health check fails (`health.rs`), the `reason` label.
 pub const CHECK_FAILURE_REASONS: [&str; 10] = [
@@ -120,6 +121,10 @@ fn registered() -> Result<Metrics, prometheus::Error> {
             "Requests the balancer answered itself rather than a backend (503 no backend, \
              431/414/400 refused heads, 502/504 upstream failures), by status code.",
             &["code"]
+        )?,
+        log_lines_dropped: register_int_counter!(
+            "heroku_lb_log_lines_dropped_total",
+            "Log lines dropped because stdout did not keep up (the request path never waits for it)."
         )?,
         request_duration: register_histogram!(
             "heroku_lb_request_duration_seconds",

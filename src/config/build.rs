@@ -224,6 +224,13 @@ pub(super) fn build_settings(
             }
             None => file.rewrite_redirects.unwrap_or(true),
         },
+        log_flush_interval: seconds(
+            Some(env::LB_LOG_FLUSH_INTERVAL_SECONDS),
+            file.log_flush_interval_seconds,
+            Duration::from_millis(100),
+            env,
+            key("log_flush_interval_seconds"),
+        )?,
         upstream,
         dyno,
         admin_prefix,

@@ -87,6 +87,8 @@ pub const LB_FIRST_BYTE_TIMEOUT_SECONDS: &str = "LB_FIRST_BYTE_TIMEOUT_SECONDS";
 pub const LB_IDLE_TIMEOUT_SECONDS: &str = "LB_IDLE_TIMEOUT_SECONDS";
 /// Other backends a request tries after a connect failure.
 pub const LB_CONNECT_RETRIES: &str = "LB_CONNECT_RETRIES";
+/// Longest a request line waits in the log buffer, in seconds.
+pub const LB_LOG_FLUSH_INTERVAL_SECONDS: &str = "LB_LOG_FLUSH_INTERVAL_SECONDS";
 /// Pingora's `threads`.
 pub const LB_THREADS: &str = "LB_THREADS";
 /// Pingora's `grace_period_seconds`.

@@ -39,6 +39,7 @@ pub struct FileSettings {
     /// IPs or CIDR ranges whose `X-Forwarded-*` headers are kept.
     pub trusted_proxies: Option<Vec<String>>,
     pub rewrite_redirects: Option<bool>,
+    pub log_flush_interval_seconds: Option<f64>,
     pub pipeline: Option<String>,
     pub pipeline_stage: Option<String>,
     pub heroku_api_url: Option<String>,

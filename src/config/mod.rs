@@ -198,6 +198,8 @@ pub struct Settings {
     /// Turn the backend's own URLs in redirects and cookie domains into the
     /// client's (`proxy/redirects.rs`).
     pub rewrite_redirects: bool,
+    /// Longest a request line waits in the log buffer (`logging.rs`).
+    pub log_flush_interval: Duration,
     pub upstream: UpstreamSettings,
     /// The dyno name when running on Heroku.
     pub dyno: Option<String>,

@@ -94,6 +94,7 @@ fn cases() -> Vec<Case> {
         case("LB_ADMIN_PATH_PREFIX", ("/_env/", "/_env/"), ("/_file/", "/_file/"), "/_lb/", "lb", |s, _| s.admin_prefix.clone()),
         case("LB_TRUSTED_PROXIES", ("10.0.0.0/8,::1", "[10.0.0.0/8, ::1/128]"), ("[\"192.168.0.0/16\"]", "[192.168.0.0/16]"), "[]", "router", |s, _| format!("[{}]", s.trusted_proxies.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "))),
         Case { file_against_env: Some("true"), ..case("LB_REWRITE_REDIRECTS", ("false", "false"), ("false", "false"), "true", "maybe", |s, _| s.rewrite_redirects.to_string()) },
+        case("LB_LOG_FLUSH_INTERVAL_SECONDS", ("2", "2s"), ("0.5", "500ms"), "100ms", "often", |s, _| format!("{:?}", s.log_flush_interval)),
         case("LB_THREADS", ("97", "97"), ("98", "98"), "cpus", "0", |_, conf| if conf.threads == super::default_threads() { "cpus".to_string() } else { conf.threads.to_string() }),
         case("LB_GRACE_PERIOD_SECONDS", ("12", "Some(12)"), ("8", "Some(8)"), "Some(10)", "30", |_, conf| format!("{:?}", conf.grace_period_seconds)),
         case("LB_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS", ("3", "Some(3)"), ("4", "Some(4)"), "Some(5)", "soon", |_, conf| format!("{:?}", conf.graceful_shutdown_timeout_seconds)),

@@ -250,13 +250,19 @@ pub const SETTINGS: &[Setting] = &[
         LB_TRUSTED_PROXIES,
         Section("trusted_proxies"),
         "",
-        "IPs or CIDR ranges of proxies whose `X-Forwarded-*` headers are kept (on a dyno every peer is Heroku's router, trusted anyway).",
+        "IPs or CIDR ranges of proxies whose `X-Forwarded-*` headers are all kept, `-Host` included (on a dyno: a CDN in front of Heroku's router, as the router names it).",
     ),
     row(
         LB_REWRITE_REDIRECTS,
         Section("rewrite_redirects"),
         "true",
         "Rewrite `Location`, `Content-Location`, `Refresh` and cookie `Domain`s naming an app's own host to the client's.",
+    ),
+    row(
+        LB_LOG_FLUSH_INTERVAL_SECONDS,
+        Section("log_flush_interval_seconds"),
+        "0.1",
+        "Longest a request line waits in the log buffer before it is written to stdout.",
     ),
     // Pingora's server.
     row(
@@ -282,7 +288,7 @@ pub const SETTINGS: &[Setting] = &[
         DYNO,
         Key::None,
         "",
-        "Set by Heroku: refuses the demo, names the instance, trusts the router's `X-Forwarded-*`, hides the status detail without a token.",
+        "Set by Heroku: refuses the demo, names the instance, trusts the router's `X-Forwarded-For/-Proto/-Port`, hides the status detail without a token.",
     ),
     row(RUST_LOG, Key::None, "info", "Log level (`debug` for per-request detail)."),
 ];
