@@ -56,6 +56,9 @@ pub struct Round {
     pub apps: Vec<AppSpec>,
     /// When to run again; `None` for a source that never changes.
     pub next_round_in: Option<Duration>,
+    /// Some apps could not be looked up (the others are in `apps`): what
+    /// went wrong, for the log and status. They are tried again next round.
+    pub incomplete: Option<String>,
 }
 
 /// A failed source round: what happened (with the URL or app involved, never
@@ -200,14 +203,38 @@ impl AppDiscovery {
                     now.elapsed().as_millis()
                 );
                 status.last_success = Some(SystemTime::now());
+                if let Some(problem) = &round.incomplete {
+                    status.last_error = Some((problem.clone(), SystemTime::now()));
+                }
                 drop(status);
-                if state.last_error.take().is_some() {
-                    info!("discovery recovered source=\"{}\"", self.source.describe());
-                    events::record(
-                        EventKind::DiscoveryRecovered,
-                        None,
-                        format!("discovery recovered ({})", self.source.describe()),
-                    );
+                match &round.incomplete {
+                    Some(problem) if state.last_error.as_deref() != Some(problem.as_str()) => {
+                        warn!(
+                            "discovery incomplete source=\"{}\" apps={} error=\"{problem}\"",
+                            self.source.describe(),
+                            round.apps.len()
+                        );
+                        events::record(
+                            EventKind::DiscoveryError,
+                            None,
+                            format!(
+                                "discovery incomplete, serving the {} apps found: {problem}",
+                                round.apps.len()
+                            ),
+                        );
+                        state.last_error = Some(problem.clone());
+                    }
+                    Some(_) => {}
+                    None => {
+                        if state.last_error.take().is_some() {
+                            info!("discovery recovered source=\"{}\"", self.source.describe());
+                            events::record(
+                                EventKind::DiscoveryRecovered,
+                                None,
+                                format!("discovery recovered ({})", self.source.describe()),
+                            );
+                        }
+                    }
                 }
                 state.next_round = round.next_round_in.map(|delay| now + delay);
                 let known = state.apps.as_deref().unwrap_or_default();
@@ -513,6 +540,7 @@ mod tests {
             Ok(Round {
                 apps: self.apps.lock().expect("lock").clone(),
                 next_round_in: Some(Duration::ZERO),
+                incomplete: None,
             })
         }
     }

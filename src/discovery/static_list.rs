@@ -41,6 +41,7 @@ impl AppSource for StaticSource {
         Ok(Round {
             apps: self.apps.clone(),
             next_round_in: None,
+            incomplete: None,
         })
     }
 }

@@ -14,9 +14,21 @@
 //! `web_url`/maintenance, or one app's web formation. Below the
 //! `RateLimit-Remaining` reserve rounds slow down; on 429 they back off.
 //!
-//! One app must never hold up the others: a coupled app the API does not
-//! return, or refuses to show (403, 404), is logged once by id, left out,
-//! and looked up again only with the next full refresh of app details.
+//! One app must never hold up the others. Only the pipeline and its
+//! couplings are needed for a round to count; every per-app lookup fails on
+//! its own: a coupled app the API does not return, or refuses to show (403,
+//! 404), is logged once by id and left out until the next full refresh; an
+//! app whose lookup failed otherwise (a 503, a timeout, a 429) is left out
+//! and looked up again next round, while every app whose lookups succeeded
+//! is served at once. A 429 stops the round's remaining lookups (they wait
+//! for the back-off), and a round that runs long ([`ROUND_BUDGET`]) returns
+//! what it has learned instead of throwing it away.
+//!
+//! The one spare request of a steady round goes to whatever is the most
+//! overdue, so that no kind of refresh starves another: an app left out for
+//! lack of web dynos is due every round (it may have been scaled up), a
+//! stale formation and the details of every app after
+//! `app_refresh_interval`.
 
 pub mod api;
 
@@ -39,6 +51,9 @@ const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(60);
 /// Formation lookups in flight at once when many new apps appear together
 /// (a first round over a large pipeline must end well inside Heroku's 60 s boot limit).
 const LOOKUP_CONCURRENCY: usize = 8;
+/// Longest a round spends on per-app lookups before it returns what it has
+/// (inside `discovery/mod.rs`'s 40 s limit, which would discard it all).
+pub const ROUND_BUDGET: Duration = Duration::from_secs(30);
 
 /// What we know of one app of the stage.
 struct KnownApp {
@@ -100,7 +115,11 @@ impl PipelineSource {
         self.api.stats()
     }
 
-    async fn run(&self, state: &mut PipelineState) -> Result<Vec<AppSpec>, ApiError> {
+    /// One round: the couplings (a failure here fails the round), then the
+    /// per-app lookups, each failing on its own. Returns the apps that can
+    /// take traffic and what went wrong with the others.
+    async fn run(&self, state: &mut PipelineState) -> Result<RoundResult, ApiError> {
+        let deadline = tokio::time::Instant::now() + ROUND_BUDGET;
         let pipeline_id = match &state.pipeline_id {
             Some(id) => id.clone(),
             None => {
@@ -119,7 +138,6 @@ impl PipelineSource {
             }
         };
 
-        let mut spent_extra = false;
         match self
             .api
             .couplings(&pipeline_id, state.couplings_etag.as_deref())
@@ -140,79 +158,24 @@ impl PipelineSource {
         state.apps.retain(|id, _| ids.contains(id));
         state.unavailable.retain(|id, _| ids.contains(id));
 
-        // New apps are looked up at once, whatever it costs.
+        let mut result = RoundResult::default();
+        // New apps (and those whose lookup failed before) are looked up at
+        // once, whatever it costs.
         let new: Vec<String> = ids
             .iter()
             .filter(|id| !state.apps.contains_key(*id) && !state.unavailable.contains_key(*id))
             .cloned()
             .collect();
         if !new.is_empty() {
-            spent_extra = true;
-            let now = Instant::now();
-            let (apps, refused) = self.fetch_apps(state, &new).await?;
-            for id in &new {
-                let reason = match refused.get(id) {
-                    Some(reason) => reason.clone(),
-                    None if apps.iter().any(|app| &app.id == id) => continue,
-                    None => "the API did not return it".to_string(),
-                };
-                warn!(
-                    "app id={id} is coupled to the pipeline but {reason}: left out, looked up \
-                     again in {:?}",
-                    self.settings.app_refresh_interval
-                );
-                state.unavailable.insert(id.clone(), reason);
-            }
-            for (app, web_quantity) in self.fetch_quantities(apps).await? {
-                state.apps.insert(
-                    app.id.clone(),
-                    KnownApp {
-                        app,
-                        web_quantity,
-                        formation_checked: now,
-                        excluded: None,
-                    },
-                );
-            }
+            self.look_up_new(state, &new, deadline, &mut result).await;
+        } else {
+            // Known apps: the one spare request goes to the most overdue refresh.
+            self.refresh_most_overdue(state, &mut result).await;
         }
 
-        // Known apps: at most one refresh request per round.
-        let now = Instant::now();
-        let refresh = self.settings.app_refresh_interval;
-        if !spent_extra
-            && !state.apps.is_empty()
-            && now.duration_since(state.apps_checked) >= refresh
-        {
-            let known: Vec<String> = state.apps.keys().cloned().collect();
-            let (apps, _) = self.fetch_apps(state, &known).await?;
-            for app in apps {
-                if let Some(entry) = state.apps.get_mut(&app.id) {
-                    entry.app = app;
-                }
-            }
-            state.apps_checked = now;
-            // Apps left out as unavailable count as new again next round.
-            state.unavailable.clear();
-        } else if !spent_extra {
-            let stalest = state
-                .apps
-                .values()
-                .filter(|known| now.duration_since(known.formation_checked) >= refresh)
-                .min_by_key(|known| known.formation_checked)
-                .map(|known| known.app.clone());
-            if let Some(app) = stalest {
-                let quantity = self.fetch_quantity(&app).await?;
-                if let Some(entry) = state.apps.get_mut(&app.id) {
-                    entry.web_quantity = quantity;
-                    entry.formation_checked = now;
-                }
-            }
-        }
-
-        let mut specs = Vec::with_capacity(ids.len());
         for id in &ids {
             let Some(known) = state.apps.get_mut(id) else {
-                // A coupled app the API did not return (deleted meanwhile).
+                // Not looked up yet, left out, or deleted meanwhile.
                 continue;
             };
             match self.spec_for(known) {
@@ -220,7 +183,7 @@ impl PipelineSource {
                     if known.excluded.take().is_some() {
                         info!("app={} back in rotation", known.app.name);
                     }
-                    specs.push(spec);
+                    result.apps.push(spec);
                 }
                 Err(reason) => {
                     if known.excluded.as_deref() != Some(reason.as_str()) {
@@ -234,26 +197,175 @@ impl PipelineSource {
                 }
             }
         }
-        Ok(specs)
+        Ok(result)
     }
 
-    /// The app records for `ids`, in one request when the API allows it,
-    /// and why the API refused some of them (per-app 403 or 404, when asked
-    /// one by one). An app missing from the answer is in neither.
+    /// Look up apps seen for the first time: their records in one request,
+    /// then their formations a few at a time. Each app that answers is
+    /// known at once (kept in `state` as its lookup ends, so a round cut
+    /// short keeps it); one that fails is looked up again next round.
+    async fn look_up_new(
+        &self,
+        state: &mut PipelineState,
+        new: &[String],
+        deadline: tokio::time::Instant,
+        result: &mut RoundResult,
+    ) {
+        let (apps, refused, failed) = self.fetch_apps(state, new).await;
+        if let Some(error) = failed {
+            result.failed(error, new.len());
+            return;
+        }
+        for id in new {
+            let reason = match refused.get(id) {
+                Some(reason) => reason.clone(),
+                None if apps.iter().any(|app| &app.id == id) => continue,
+                None => "the API did not return it".to_string(),
+            };
+            warn!(
+                "app id={id} is coupled to the pipeline but {reason}: left out, looked up \
+                 again in {:?}",
+                self.settings.app_refresh_interval
+            );
+            state.unavailable.insert(id.clone(), reason);
+        }
+        let mut pending = apps.into_iter();
+        let mut lookups = tokio::task::JoinSet::new();
+        let mut stopped = false;
+        loop {
+            while !stopped && lookups.len() < LOOKUP_CONCURRENCY {
+                let Some(app) = pending.next() else { break };
+                let api = Arc::clone(&self.api);
+                lookups.spawn(async move {
+                    let quantity = web_quantity(&api, &app).await;
+                    (app, quantity)
+                });
+            }
+            let joined = match tokio::time::timeout_at(deadline, lookups.join_next()).await {
+                Ok(Some(joined)) => joined,
+                Ok(None) => break,
+                Err(_) => {
+                    let left = lookups.len() + pending.len();
+                    result.failed(
+                        ApiError::Transport {
+                            what: "formation lookups".to_string(),
+                            reason: format!("round budget of {ROUND_BUDGET:?} spent"),
+                        },
+                        left,
+                    );
+                    break;
+                }
+            };
+            // A lookup task only panics if reqwest does: that app waits for
+            // the next round.
+            let Ok((app, quantity)) = joined else {
+                continue;
+            };
+            match quantity {
+                Ok(web_quantity) => {
+                    state.apps.insert(
+                        app.id.clone(),
+                        KnownApp {
+                            app,
+                            web_quantity,
+                            formation_checked: Instant::now(),
+                            excluded: None,
+                        },
+                    );
+                }
+                Err(error) => {
+                    // After a 429 the rest waits for the back-off.
+                    if error.status() == Some(429) && !stopped {
+                        stopped = true;
+                        result.failed(error, 1 + pending.len());
+                    } else {
+                        result.failed(error, 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Spend the round's one spare request on the most overdue refresh: the
+    /// details of every app (`POST /filters/apps`), one stale formation, or
+    /// the formation of an app out for lack of web dynos (due every round:
+    /// it may have been scaled up). Earliest due first, so none starves.
+    async fn refresh_most_overdue(&self, state: &mut PipelineState, result: &mut RoundResult) {
+        let now = Instant::now();
+        let refresh = self.settings.app_refresh_interval;
+        let details_due = (!state.apps.is_empty()).then_some(state.apps_checked + refresh);
+        let formation_due = state
+            .apps
+            .values()
+            .map(|known| {
+                let wait = if known.web_quantity == 0 && known.app.web_url.is_some() {
+                    self.settings.interval
+                } else {
+                    refresh
+                };
+                (known.formation_checked + wait, known.app.id.clone())
+            })
+            .min();
+        let formation_first = match (details_due, &formation_due) {
+            (Some(details), Some((formation, _))) => *formation < details,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if formation_first {
+            let Some((due, id)) = formation_due else {
+                return;
+            };
+            let Some(app) = state.apps.get(&id).map(|known| known.app.clone()) else {
+                return;
+            };
+            if due > now {
+                return;
+            }
+            match self.fetch_quantity(&app).await {
+                Ok(quantity) => {
+                    if let Some(entry) = state.apps.get_mut(&app.id) {
+                        entry.web_quantity = quantity;
+                        entry.formation_checked = now;
+                    }
+                }
+                Err(error) => result.failed(error, 1),
+            }
+        } else if details_due.is_some_and(|due| due <= now) {
+            let known: Vec<String> = state.apps.keys().cloned().collect();
+            let (apps, _, failed) = self.fetch_apps(state, &known).await;
+            if let Some(error) = failed {
+                result.failed(error, known.len());
+                return;
+            }
+            for app in apps {
+                if let Some(entry) = state.apps.get_mut(&app.id) {
+                    entry.app = app;
+                }
+            }
+            state.apps_checked = now;
+            // Apps left out as unavailable count as new again next round.
+            state.unavailable.clear();
+        }
+    }
+
+    /// The app records for `ids`, in one request when the API allows it;
+    /// why the API refused some of them (per-app 403 or 404, when asked one
+    /// by one); and the error that stopped the lookup, if one did. An app
+    /// missing from the answer is in neither list.
     async fn fetch_apps(
         &self,
         state: &mut PipelineState,
         ids: &[String],
-    ) -> Result<(Vec<App>, HashMap<String, String>), ApiError> {
+    ) -> (Vec<App>, HashMap<String, String>, Option<ApiError>) {
         let mut refused = HashMap::new();
         if state.filters_supported {
             match self.api.apps_by_ids(ids).await {
-                Ok(apps) => return Ok((apps, refused)),
+                Ok(apps) => return (apps, refused, None),
                 Err(error) if matches!(error.status(), Some(400 | 404 | 405 | 406 | 415 | 422)) => {
                     warn!("{error}; falling back to one GET /apps/{{id}} per app");
                     state.filters_supported = false;
                 }
-                Err(error) => return Err(error),
+                Err(error) => return (Vec::new(), refused, Some(error)),
             }
         }
         let mut apps = Vec::with_capacity(ids.len());
@@ -265,43 +377,17 @@ impl PipelineSource {
                 Err(error) if matches!(error.status(), Some(403 | 404)) => {
                     refused.insert(id.clone(), format!("its lookup failed ({error})"));
                 }
-                Err(error) => return Err(error),
+                // What was found so far is kept; the rest waits.
+                Err(error) => return (apps, refused, Some(error)),
             }
         }
-        Ok((apps, refused))
+        (apps, refused, None)
     }
 
     /// The web dyno count of `app` (0 without a web formation). Skipped for
     /// apps that will be left out anyway.
     async fn fetch_quantity(&self, app: &App) -> Result<u32, ApiError> {
         web_quantity(&self.api, app).await
-    }
-
-    /// Web dyno counts of many apps, a few lookups at a time.
-    async fn fetch_quantities(&self, apps: Vec<App>) -> Result<Vec<(App, u32)>, ApiError> {
-        let mut results = Vec::with_capacity(apps.len());
-        let mut pending = apps.into_iter();
-        let mut lookups = tokio::task::JoinSet::new();
-        loop {
-            while lookups.len() < LOOKUP_CONCURRENCY {
-                let Some(app) = pending.next() else { break };
-                let api = Arc::clone(&self.api);
-                lookups.spawn(async move {
-                    let quantity = web_quantity(&api, &app).await;
-                    (app, quantity)
-                });
-            }
-            let Some(joined) = lookups.join_next().await else {
-                break;
-            };
-            // A lookup task only panics if reqwest does; count it as a failed round.
-            let (app, quantity) = joined.map_err(|e| ApiError::Transport {
-                what: "formation lookup".to_string(),
-                reason: e.to_string(),
-            })?;
-            results.push((app, quantity?));
-        }
-        Ok(results)
     }
 
     fn spec_for(&self, known: &KnownApp) -> Result<AppSpec, String> {
@@ -380,11 +466,26 @@ impl AppSource for PipelineSource {
     async fn round(&self) -> Result<Round, SourceError> {
         let mut state = self.state.lock().await;
         match self.run(&mut state).await {
-            Ok(apps) => {
-                state.failures = 0;
+            Ok(result) => {
+                // A 429 on a per-app lookup backs the next round off as a
+                // failed round would; other per-app failures retry at the
+                // normal interval.
+                let next_round_in = match &result.rate_limited {
+                    Some(error) => {
+                        state.failures += 1;
+                        self.backoff(error, state.failures)
+                    }
+                    None => {
+                        state.failures = 0;
+                        self.next_round_in(&mut state)
+                    }
+                };
                 Ok(Round {
-                    apps,
-                    next_round_in: Some(self.next_round_in(&mut state)),
+                    apps: result.apps,
+                    next_round_in: Some(next_round_in),
+                    incomplete: result.problem.map(|(error, apps)| {
+                        format!("{apps} app lookup(s) left for the next round, first: {error}")
+                    }),
                 })
             }
             Err(error) => {
@@ -394,6 +495,29 @@ impl AppSource for PipelineSource {
                     message: error.to_string(),
                 })
             }
+        }
+    }
+}
+
+/// What one round of `PipelineSource::run` found.
+#[derive(Default)]
+struct RoundResult {
+    apps: Vec<AppSpec>,
+    /// The first per-app failure and how many apps failed in all.
+    problem: Option<(ApiError, usize)>,
+    /// A 429 answered one of the lookups.
+    rate_limited: Option<ApiError>,
+}
+
+impl RoundResult {
+    /// `apps` apps were not looked up because of `error`.
+    fn failed(&mut self, error: ApiError, apps: usize) {
+        if error.status() == Some(429) && self.rate_limited.is_none() {
+            self.rate_limited = Some(error.clone());
+        }
+        match &mut self.problem {
+            Some((_, count)) => *count += apps,
+            None => self.problem = Some((error, apps)),
         }
     }
 }
