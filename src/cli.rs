@@ -49,6 +49,15 @@ pub fn help() -> String {
     text
 }
 
+/// Print `text` to stdout. A reader that stops early (`heroku-lb --help |
+/// head -1`) closes the pipe: that ends the output quietly, as other command
+/// line tools do, instead of `println!`'s panic.
+pub fn print(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+}
+
 /// What to print and exit 0 with, when the arguments ask for `--version` or
 /// `--help` (anywhere on the line, like most tools); `None` otherwise.
 pub fn info_requested(args: &[String]) -> Option<String> {

@@ -55,6 +55,15 @@ impl PassiveEjection {
         self.eject(target, what);
     }
 
+    /// A new connection to `target` was closed or reset before it answered:
+    /// one failure toward the threshold, like a 5xx (a request that crashes
+    /// the app would otherwise eject every app it is retried on).
+    pub fn failed_before_answer(&self, target: &AppTarget, what: &str) {
+        if let Some(run) = target.record_failure(self.failure_threshold) {
+            self.eject(target, &format!("{run} failures in a row, last {what}"));
+        }
+    }
+
     /// `target` answered with `status`.
     pub fn answered(&self, target: &AppTarget, status: u16) {
         if let Some(run) = target.record_response(status, self.failure_threshold) {

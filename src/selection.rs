@@ -47,7 +47,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// How many selection steps one round-robin pick may take before giving up.
+/// How many slots one round-robin pick walks before it scans the members
+/// instead (each once): a weighted walk over sparse fit members among many
+/// heavy ones could otherwise take as many steps as there are dynos.
 const MAX_SELECT_STEPS: usize = 1024;
 
 /// One full turn of the least-connections stride scheduler: a backend of
@@ -278,10 +280,16 @@ impl Selector {
                     return None;
                 }
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                (0..slots.min(MAX_SELECT_STEPS)).find_map(|step| {
-                    let member = &table.entries[table.order[(start + step) % slots] as usize];
-                    usable(member).then(|| Arc::clone(&member.target))
-                })
+                let pick = |member: &Member| usable(member).then(|| Arc::clone(&member.target));
+                (0..slots.min(MAX_SELECT_STEPS))
+                    .find_map(|step| {
+                        pick(&table.entries[table.order[(start + step) % slots] as usize])
+                    })
+                    .or_else(|| {
+                        // Fit members are sparse: find one whenever one exists.
+                        let count = table.entries.len();
+                        (0..count).find_map(|step| pick(&table.entries[(start + step) % count]))
+                    })
             }
             // Panic picks use the least-connections scan whatever the
             // policy: every member is tried in turn from where the cursor
@@ -487,6 +495,22 @@ mod tests {
         assert_eq!(weighted_order(&[1, 1, 1]), vec![0, 1, 2]);
         assert_eq!(weighted_order(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
         assert!(weighted_order(&[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn round_robin_finds_a_fit_backend_however_sparse_among_many_slots() {
+        // 2,000 slots (1,000 members of weight 2), one member fit.
+        let (selector, targets) = selector_over(Policy::RoundRobin, &[2; 1000], false).await;
+        let ok = crate::backend::CheckOutcome {
+            ok: true,
+            detail: "ok".into(),
+            at: std::time::SystemTime::now(),
+        };
+        targets[700].record_check(ok, 1, 1);
+        for _ in 0..50 {
+            assert_eq!(selector.pick(&[], None).map(|t| t.id()), Some(701));
+        }
+        assert!(!selector.in_panic());
     }
 
     #[tokio::test]

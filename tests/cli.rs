@@ -41,3 +41,27 @@ fn help_explains_the_flags_and_lists_the_variables() {
         "it started: {text}"
     );
 }
+
+/// `heroku-lb --help | head -1`: a reader that closes the pipe early ends the output quietly, exit 0 and no panic, as other command line tools do.
+#[test]
+fn help_into_a_closed_pipe_exits_quietly() {
+    for flag in ["--help", "--version"] {
+        // A pipe whose reading end is closed before the program writes: every
+        // write fails with EPIPE, as after `head -1` has exited.
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_heroku-lb"))
+            .arg(flag)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run heroku-lb");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{flag} into a closed pipe: {:?}; stderr:\n{stderr}",
+            output.status
+        );
+        assert!(!stderr.contains("panicked"), "{flag}: {stderr}");
+    }
+}

@@ -1,9 +1,10 @@
 //! The balancer adds the headers a hop behind Heroku's router should add:
 //! X-Forwarded-For/-Proto/-Port/-Host, X-Request-Id, and the backend's own
-//! Host. Whose X-Forwarded-* headers it keeps depends on trust: on a dyno
-//! (every peer is Heroku's router) or from a peer in `LB_TRUSTED_PROXIES`
-//! they are kept and the access line's `fwd` is the last X-Forwarded-For
-//! entry; from anyone else they are replaced and `fwd` is the peer.
+//! Host. Which X-Forwarded-* headers it keeps depends on who set them: on a
+//! dyno (every peer is Heroku's router) -For/-Proto/-Port, from a peer in
+//! `LB_TRUSTED_PROXIES` all four, and the access line's `fwd` is the last
+//! X-Forwarded-For entry; from anyone else they are replaced and `fwd` is
+//! the peer. `header_trust.rs` has the cases where the two kinds differ.
 
 mod common;
 
@@ -134,21 +135,23 @@ async fn without_forwarded_headers_the_backend_gets_the_peer_the_listener_and_th
 async fn a_trusted_proxy_keeps_its_forwarded_headers_and_names_the_client() {
     let (backend, lb, client) =
         one_backend_with(|builder| builder.env("LB_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")).await;
-    assert_trusted_hop_is_believed(&backend, &lb, &client).await;
+    assert_trusted_hop_is_believed(&backend, &lb, &client, "shop.example.com").await;
 }
 
-/// On a dyno (DYNO set) every peer is Heroku's router: its X-Forwarded-* headers are kept and `fwd` is the client it appended.
+/// On a dyno (DYNO set) every peer is Heroku's router: the X-Forwarded-For/-Proto/-Port it sets are kept and `fwd` is the client it appended; X-Forwarded-Host, which it never sets, comes from Host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_dyno_herokus_router_is_trusted() {
+async fn on_a_dyno_herokus_router_is_trusted_for_the_headers_it_sets() {
     let (backend, lb, client) = one_backend_with(|builder| builder.env("DYNO", "web.1")).await;
-    assert_trusted_hop_is_believed(&backend, &lb, &client).await;
+    assert_trusted_hop_is_believed(&backend, &lb, &client, "lb.example.com").await;
 }
 
-/// What a trusted hop sends is kept; what it left out is filled in as for anyone.
+/// What a trusted hop sends is kept (X-Forwarded-Host only when it is
+/// `forwarded_host`); what it left out is filled in as for anyone.
 async fn assert_trusted_hop_is_believed(
     backend: &TestBackend,
     lb: &LbProcess,
     client: &reqwest::Client,
+    forwarded_host: &str,
 ) {
     let seen = seen_by_backend(
         backend,
@@ -174,7 +177,7 @@ async fn assert_trusted_hop_is_believed(
     assert_eq!(seen.header("x-forwarded-port").as_deref(), Some("443"));
     assert_eq!(
         seen.header("x-forwarded-host").as_deref(),
-        Some("shop.example.com")
+        Some(forwarded_host)
     );
     assert_eq!(
         logged_fwd(lb, "trusted-1").await,

@@ -36,6 +36,8 @@ pub enum LineCode {
     PanicRouting,
     /// 499: the client closed the connection before it got an answer.
     ClientClosed,
+    /// 408: the client stopped sending its request body.
+    ClientTimeout,
     /// 500: a fault of the balancer itself.
     Internal,
 }
@@ -51,6 +53,7 @@ impl LineCode {
             LineCode::RequestRefused => "L15",
             LineCode::PanicRouting => "L16",
             LineCode::ClientClosed => "L27",
+            LineCode::ClientTimeout => "L28",
             LineCode::Internal => "L99",
         }
     }
@@ -65,6 +68,7 @@ impl LineCode {
             LineCode::RequestRefused => "Request refused",
             LineCode::PanicRouting => "Panic routing",
             LineCode::ClientClosed => "Client closed request",
+            LineCode::ClientTimeout => "Client request timeout",
             LineCode::Internal => "Internal error",
         }
     }
@@ -72,7 +76,10 @@ impl LineCode {
     /// Whether a line with this code is at error level (`at=error`); the
     /// others are served or not our fault (`at=info`, as the router's H27).
     pub fn is_error(self) -> bool {
-        !matches!(self, LineCode::PanicRouting | LineCode::ClientClosed)
+        !matches!(
+            self,
+            LineCode::PanicRouting | LineCode::ClientClosed | LineCode::ClientTimeout
+        )
     }
 }
 

@@ -1,16 +1,29 @@
-//! Which client a request comes from, and whose `X-Forwarded-*` headers to
-//! believe. Input: the TCP peer, the request head and the trusted hops
-//! (`trusted_proxies`, `DYNO`). Output: a [`ClientView`] that
+//! Which client a request comes from, and which of its `X-Forwarded-*`
+//! headers to believe. Input: the TCP peer, the request head and the trusted
+//! hops (`DYNO`, `trusted_proxies`). Output: a [`ClientView`] that
 //! `upstream_request_filter` turns into the hop headers, `response_filter`
 //! reads for the client's scheme and host (the sticky cookie's `Secure`,
-//! `redirects.rs`), and the access line shows as `fwd`.
+//! `redirects.rs`), the status page judges as the caller (`status/access.rs`),
+//! and the access line shows as `fwd`.
 //!
+//! Trust is per header, not per peer, because hops set different headers.
 //! Heroku's router appends the client it saw to `X-Forwarded-For` (earlier
 //! entries are whatever the client sent) and sets `X-Forwarded-Proto`/`-Port`,
-//! never `-Host`. On a dyno the only way in is the router, so every peer is
-//! believed; elsewhere only peers in `trusted_proxies` are. A believed hop's
-//! headers are kept and its last `X-Forwarded-For` entry is the client; anyone
-//! else's are replaced by what the balancer saw itself. `X-Request-Id` is
+//! but never `X-Forwarded-Host`: it passes a client's own through, so behind
+//! it that header is the client's word (host-header injection into reset
+//! links and cached redirects). A proxy listed in `trusted_proxies` (a CDN,
+//! a same-host proxy) does set it. So:
+//!
+//! | hop | `X-Forwarded-For` | `-Proto`, `-Port` | `-Host` |
+//! |---|---|---|---|
+//! | Heroku's router (on a dyno, every peer) | kept, peer appended | kept | from `Host`, unless the client the router names is a trusted proxy |
+//! | a peer in `trusted_proxies` (off a dyno) | kept, peer appended | kept | kept |
+//! | anyone else | replaced by the peer | `http`, our port | from `Host` |
+//!
+//! The client (`fwd`, and the caller the status page judges) is the last
+//! `X-Forwarded-For` entry a trusted hop appended; entries that are
+//! themselves trusted proxies are skipped, as nginx's `real_ip_recursive`
+//! does, so the client is the first hop nobody trusted. `X-Request-Id` is
 //! `hop_headers.rs`.
 
 use super::hop_headers::forwarded_for;
@@ -19,25 +32,55 @@ use pingora::http::RequestHeader;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The peers whose `X-Forwarded-*` headers are believed.
+/// The hops whose `X-Forwarded-*` headers are believed, each for the
+/// headers it really sets.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedHops {
     /// On a dyno: every peer is Heroku's router.
-    every_peer: bool,
+    behind_heroku_router: bool,
+    /// `trusted_proxies`: proxies that set every `X-Forwarded-*`.
     ranges: Vec<IpCidr>,
+}
+
+/// What the TCP peer of a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hop {
+    /// Heroku's router: `X-Forwarded-For`, `-Proto`, `-Port` are its own.
+    HerokuRouter,
+    /// A proxy in `trusted_proxies`: every `X-Forwarded-*` is its own.
+    TrustedProxy,
+    /// Anyone else: nothing it says about itself is believed.
+    Client,
 }
 
 impl TrustedHops {
     /// `ranges` from `trusted_proxies`; `behind_heroku_router` when `DYNO` is set.
     pub fn new(ranges: Vec<IpCidr>, behind_heroku_router: bool) -> Self {
         TrustedHops {
-            every_peer: behind_heroku_router,
+            behind_heroku_router,
             ranges,
         }
     }
 
+    /// What a TCP peer at `peer` is.
+    pub(super) fn hop(&self, peer: IpAddr) -> Hop {
+        if self.behind_heroku_router {
+            Hop::HerokuRouter
+        } else if self.is_trusted_proxy(peer) {
+            Hop::TrustedProxy
+        } else {
+            Hop::Client
+        }
+    }
+
+    /// Whether `ip` is a proxy in `trusted_proxies`.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.ranges.iter().any(|range| range.contains(ip))
+    }
+
+    /// Whether a peer's `X-Forwarded-For`, `-Proto` and `-Port` are believed.
     pub fn trusts(&self, peer: IpAddr) -> bool {
-        self.every_peer || self.ranges.iter().any(|range| range.contains(peer))
+        self.hop(peer) != Hop::Client
     }
 }
 
@@ -46,14 +89,14 @@ impl TrustedHops {
 #[derive(Debug, Clone)]
 pub(super) struct ConnectionPeer {
     text: Arc<str>,
-    trusted: bool,
+    hop: Hop,
 }
 
 impl ConnectionPeer {
     pub(super) fn new(ip: IpAddr, hops: &TrustedHops) -> Self {
         ConnectionPeer {
             text: Arc::from(ip.to_canonical().to_string()),
-            trusted: hops.trusts(ip),
+            hop: hops.hop(ip),
         }
     }
 }
@@ -61,62 +104,94 @@ impl ConnectionPeer {
 /// The client as this request describes it, after deciding whom to believe.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct ClientView {
-    /// The request's `X-Forwarded-*` came from a trusted hop and are kept.
+    /// The request came through a trusted hop: its `X-Forwarded-For`,
+    /// `-Proto` and `-Port` are kept.
     pub trusted: bool,
-    /// The client's address for the access line (`fwd`): the last
-    /// `X-Forwarded-For` entry a trusted hop sent, else the peer.
+    /// The request's `X-Forwarded-Host` was set by a trusted proxy and is kept.
+    pub host_trusted: bool,
+    /// The client's address for the access line (`fwd`) and the status
+    /// page: the first `X-Forwarded-For` entry from the right that is not a
+    /// trusted proxy, when a trusted hop sent the header; else the peer.
     pub client: Option<Arc<str>>,
     /// The scheme the client used: `https` only when a trusted hop says so.
     pub scheme: &'static str,
-    /// The host the client asked for, port kept: a trusted hop's
+    /// The host the client asked for, port kept: a trusted proxy's
     /// `X-Forwarded-Host`, else the request's `Host`.
     pub host: Option<String>,
     peer: Option<Arc<str>>,
 }
 
 impl ClientView {
-    pub(super) fn of(request: &RequestHeader, peer: Option<&ConnectionPeer>) -> ClientView {
-        let trusted = peer.is_some_and(|peer| peer.trusted);
+    pub(super) fn of(
+        request: &RequestHeader,
+        peer: Option<&ConnectionPeer>,
+        hops: &TrustedHops,
+    ) -> ClientView {
+        let hop = peer.map_or(Hop::Client, |peer| peer.hop);
         let peer = peer.map(|peer| Arc::clone(&peer.text));
         let own_host = || {
             first_entry(request, "host")
                 .map(str::to_string)
                 .or_else(|| request.uri.authority().map(|a| a.as_str().to_string()))
         };
-        if !trusted {
+        if hop == Hop::Client {
             return ClientView {
-                trusted,
+                trusted: false,
+                host_trusted: false,
                 client: peer.clone(),
                 scheme: "http",
                 host: own_host(),
                 peer,
             };
         }
-        let last_forwarded = request
+        let entries: Vec<&str> = request
             .headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|list| list.split(','))
             .map(str::trim)
-            .rfind(|entry| !entry.is_empty());
+            .filter(|entry| !entry.is_empty())
+            .collect();
+        let is_proxy = |entry: &str| entry_ip(entry).is_some_and(|ip| hops.is_trusted_proxy(ip));
+        // The router sets no X-Forwarded-Host: one is believed only when the
+        // client the router names is itself a trusted proxy (a CDN in front).
+        let host_trusted = match hop {
+            Hop::TrustedProxy => true,
+            _ => entries.last().is_some_and(|named| is_proxy(named)),
+        };
+        // Walk left past trusted proxies: the first entry nobody trusted is
+        // the client (all trusted: the leftmost).
+        let client = entries
+            .iter()
+            .rev()
+            .find(|entry| !is_proxy(entry))
+            .or(entries.first())
+            .map(|entry| Arc::from(*entry));
         let https = first_entry(request, "x-forwarded-proto")
             .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+        let forwarded_host = host_trusted
+            .then(|| first_entry(request, "x-forwarded-host"))
+            .flatten();
         ClientView {
-            trusted,
-            client: last_forwarded.map(Arc::from).or_else(|| peer.clone()),
+            trusted: true,
+            host_trusted,
+            client: client.or_else(|| peer.clone()),
             scheme: if https { "https" } else { "http" },
-            host: first_entry(request, "x-forwarded-host")
-                .map(str::to_string)
-                .or_else(own_host),
+            host: forwarded_host.map(str::to_string).or_else(own_host),
             peer,
         }
     }
 
-    /// Set this hop's `X-Forwarded-*` on the upstream request. Trusted: the
-    /// peer appended to `X-Forwarded-For`, the hop's `-Proto`/`-Port`/`-Host`
-    /// kept and filled in where missing. Untrusted: all four replaced by the
-    /// peer, `http`, our port and the `Host` the client sent.
+    /// The client's IP address, when `client` is one (an `X-Forwarded-For`
+    /// entry may carry a port, brackets, or be garbage).
+    pub(super) fn client_ip(&self) -> Option<IpAddr> {
+        self.client.as_deref().and_then(entry_ip)
+    }
+
+    /// Set this hop's `X-Forwarded-*` on the upstream request, by the table
+    /// in the module doc: what a trusted hop sent is kept and filled in
+    /// where missing, everything else is replaced by what we saw.
     pub(super) fn set_headers(
         &self,
         incoming: &RequestHeader,
@@ -144,7 +219,7 @@ impl ClientView {
         if !keep("x-forwarded-port") {
             upstream.insert_header("X-Forwarded-Port", listen_port.clone())?;
         }
-        if !keep("x-forwarded-host") {
+        if !(self.host_trusted && incoming.headers.contains_key("x-forwarded-host")) {
             match &self.host {
                 Some(host) => upstream.insert_header("X-Forwarded-Host", host.as_str())?,
                 None => {
@@ -154,6 +229,20 @@ impl ClientView {
         }
         Ok(())
     }
+}
+
+/// The IP address of an `X-Forwarded-For` entry: `203.0.113.7`,
+/// `203.0.113.7:52100`, `2001:db8::1` or `[2001:db8::1]:443`.
+fn entry_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    let host = match entry.strip_prefix('[') {
+        Some(rest) => rest.split_once(']')?.0,
+        None => entry.rsplit_once(':')?.0,
+    };
+    host.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
 /// The first comma-separated entry of the first `name` header, trimmed, if
@@ -191,6 +280,7 @@ mod tests {
         ClientView::of(
             &request(headers),
             Some(&ConnectionPeer::new(ip(peer_ip), hops)),
+            hops,
         )
     }
 
@@ -299,16 +389,19 @@ mod tests {
         assert_eq!(get(&upstream, "x-forwarded-port"), "8080");
         assert_eq!(get(&upstream, "x-forwarded-host"), "lb.example.com");
 
-        let hops = TrustedHops::new(Vec::new(), true);
-        let trusted = view(&ROUTER_HEADERS, "10.0.0.2", &hops);
-        let mut upstream = incoming.clone();
-        trusted
-            .set_headers(
+        let set = |view: &ClientView| {
+            let mut upstream = incoming.clone();
+            view.set_headers(
                 &incoming,
                 &mut upstream,
                 &http::HeaderValue::from_static("8080"),
             )
             .expect("valid headers");
+            upstream
+        };
+        // A proxy in trusted_proxies sets all four: all kept.
+        let proxy = TrustedHops::new(vec![cidr("10.0.0.0/8")], false);
+        let upstream = set(&view(&ROUTER_HEADERS, "10.0.0.2", &proxy));
         assert_eq!(
             get(&upstream, "x-forwarded-for"),
             "198.51.100.9, 203.0.113.7, 10.0.0.2"
@@ -316,5 +409,69 @@ mod tests {
         assert_eq!(get(&upstream, "x-forwarded-proto"), "https");
         assert_eq!(get(&upstream, "x-forwarded-port"), "443");
         assert_eq!(get(&upstream, "x-forwarded-host"), "shop.example.com");
+
+        // Heroku's router sets For, Proto and Port, never Host: a client's
+        // X-Forwarded-Host behind it is replaced by the Host it asked for.
+        let router = TrustedHops::new(Vec::new(), true);
+        let upstream = set(&view(&ROUTER_HEADERS, "10.0.0.2", &router));
+        assert_eq!(
+            get(&upstream, "x-forwarded-for"),
+            "198.51.100.9, 203.0.113.7, 10.0.0.2"
+        );
+        assert_eq!(get(&upstream, "x-forwarded-proto"), "https");
+        assert_eq!(get(&upstream, "x-forwarded-port"), "443");
+        assert_eq!(get(&upstream, "x-forwarded-host"), "lb.example.com");
+    }
+
+    #[test]
+    fn behind_the_router_only_a_trusted_proxy_in_front_of_it_sets_the_host() {
+        // A CDN at 198.51.100.9 in front of Heroku's router: the router
+        // appended it, so its X-Forwarded-Host is believed, and the client
+        // is the entry before it.
+        let hops = TrustedHops::new(vec![cidr("198.51.100.0/24")], true);
+        let cdn = [
+            ("Host", "lb.example.com"),
+            ("X-Forwarded-For", "203.0.113.7, 198.51.100.9"),
+            ("X-Forwarded-Host", "www.shop.example"),
+            ("X-Forwarded-Proto", "https"),
+        ];
+        let seen = view(&cdn, "10.1.2.3", &hops);
+        assert!(seen.host_trusted);
+        assert_eq!(seen.host.as_deref(), Some("www.shop.example"));
+        assert_eq!(seen.client.as_deref(), Some("203.0.113.7"));
+        assert_eq!(seen.client_ip(), Some(ip("203.0.113.7")));
+        // The same headers from a client the router names directly.
+        let direct = [
+            ("Host", "lb.example.com"),
+            ("X-Forwarded-For", "198.51.100.9, 203.0.113.7"),
+            ("X-Forwarded-Host", "evil.example"),
+        ];
+        let seen = view(&direct, "10.1.2.3", &hops);
+        assert!(!seen.host_trusted);
+        assert_eq!(seen.host.as_deref(), Some("lb.example.com"));
+        assert_eq!(seen.client.as_deref(), Some("203.0.113.7"));
+    }
+
+    #[test]
+    fn the_client_is_the_first_entry_from_the_right_that_no_one_trusts() {
+        let hops = TrustedHops::new(vec![cidr("127.0.0.1"), cidr("10.0.0.0/8")], false);
+        let chain = [("X-Forwarded-For", "203.0.113.9, 10.0.0.7")];
+        let seen = view(&chain, "127.0.0.1", &hops);
+        assert_eq!(seen.client.as_deref(), Some("203.0.113.9"));
+        // Every entry trusted: the leftmost is the best we know.
+        let all = [("X-Forwarded-For", "10.0.0.8, 10.0.0.7")];
+        assert_eq!(
+            view(&all, "127.0.0.1", &hops).client.as_deref(),
+            Some("10.0.0.8")
+        );
+        // Ports and brackets are read; garbage is no address.
+        for (entry, expected) in [
+            ("203.0.113.9:52100", Some("203.0.113.9")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("unknown", None),
+        ] {
+            assert_eq!(entry_ip(entry), expected.map(ip), "{entry}");
+        }
     }
 }

@@ -53,6 +53,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Set in a peer's `group_key` to force a new connection (see `fresh_retry`);
+/// target ids never reach this bit.
+const FRESH_CONNECTION_GROUP: u64 = 1 << 63;
+
 /// heroku-lb's proxy.
 pub struct AppProxy {
     selector: Selector,
@@ -68,6 +72,8 @@ pub struct AppProxy {
     rewrite_redirects: bool,
     /// The balancer's own dyno (`DYNO`), for the access line.
     dyno: Option<String>,
+    /// Numbers the pool keys of tries that must use a new connection.
+    fresh_connections: std::sync::atomic::AtomicU64,
 }
 
 /// Per-request state.
@@ -96,6 +102,15 @@ pub struct RequestCtx {
     refused_answer: bool,
     /// The last try failed to connect (and was logged in `fail_to_connect`).
     connect_failed: bool,
+    /// The next try goes to the same target on a new connection: a pooled
+    /// one turned out closed before it carried the request (the app or its
+    /// router closed it while idle, which says nothing about the app).
+    fresh_retry: bool,
+    /// A stale pooled connection was retried once already.
+    stale_retried: bool,
+    /// The upstream read timed out while the client had not sent its whole
+    /// body: the client stalled, not the app (answered 408, blames no one).
+    client_stalled: bool,
     /// What the last failed try ran into, for the access line.
     last_failure: Option<&'static str>,
     /// We refused the request itself (Heroku's limits, framing).
@@ -140,6 +155,7 @@ impl AppProxy {
             ),
             rewrite_redirects: settings.rewrite_redirects,
             dyno: settings.dyno.clone(),
+            fresh_connections: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -154,7 +170,7 @@ impl AppProxy {
         }
         let peer = ctx.peer.as_ref();
         ctx.client_view
-            .get_or_insert_with(|| ClientView::of(session.req_header(), peer))
+            .get_or_insert_with(|| ClientView::of(session.req_header(), peer, &self.trusted_hops))
     }
 
     /// The next backend for this request: its sticky backend when usable,
@@ -187,6 +203,9 @@ impl ProxyHttp for AppProxy {
             upstream_status: None,
             refused_answer: false,
             connect_failed: false,
+            fresh_retry: false,
+            stale_retried: false,
+            client_stalled: false,
             last_failure: None,
             refused_request: false,
             admin: false,
@@ -234,7 +253,10 @@ impl ProxyHttp for AppProxy {
         }
         if self.status.owns(session.req_header().uri.path()) {
             ctx.admin = true;
-            return self.status.serve(session).await;
+            // The caller as a trusted hop names it, not the hop itself: a
+            // same-host proxy forwarding for a stranger is not loopback.
+            let caller = self.client_view(session, ctx).client_ip();
+            return self.status.serve(session, caller).await;
         }
         Ok(false)
     }
@@ -244,7 +266,12 @@ impl ProxyHttp for AppProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(target) = self.select(ctx) else {
+        let fresh_retry = std::mem::take(&mut ctx.fresh_retry);
+        let chosen = match (&ctx.target, fresh_retry) {
+            (Some(target), true) => Some(Arc::clone(target)),
+            _ => self.select(ctx),
+        };
+        let Some(target) = chosen else {
             let why = if ctx.tried.is_empty() {
                 "no backend available"
             } else {
@@ -252,14 +279,24 @@ impl ProxyHttp for AppProxy {
             };
             return Err(Error::explain(ErrorType::HTTPStatus(503), why));
         };
-        let Some(peer) = target.peer(&self.upstream) else {
+        let Some(mut peer) = target.peer(&self.upstream) else {
             // Lost its address between selection and here: treat like a refusal.
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "backend address vanished",
             ));
         };
-        ctx.tried.push(target.id());
+        if fresh_retry {
+            // A pool key of its own that no other try uses: Pingora's pool
+            // cannot hand back a pooled connection, so this try gets a new
+            // one; closed after the request (no idle time) rather than left
+            // in the pool under a key nobody asks for.
+            peer.group_key =
+                FRESH_CONNECTION_GROUP | self.fresh_connections.fetch_add(1, Ordering::Relaxed);
+            peer.options.idle_timeout = Some(std::time::Duration::ZERO);
+        } else {
+            ctx.tried.push(target.id());
+        }
         debug!(
             "request_id={} try={} app={} url={} addr={}",
             ctx.request_id.as_deref().unwrap_or("-"),
@@ -400,15 +437,26 @@ impl ProxyHttp for AppProxy {
         e
     }
 
-    /// An error after connecting. Pingora retries only errors on reused
-    /// connections; we also retry an idempotent request on another backend
-    /// when its backend failed before answering anything (a crashed or
-    /// restarting app closes or resets the connection), so a flapping app
-    /// costs clients nothing. A timeout is not retried: the app may still be
-    /// working on it, and a second try would double the wait. A request the
-    /// app answered is never retried, whatever Pingora would decide: after a
-    /// 101 the retry buffer holds the client's first WebSocket frames, and
-    /// after any answer a second one cannot be sent.
+    /// An error after connecting, before the app answered. Pingora retries
+    /// only errors on reused connections; we decide ourselves:
+    /// - the client stalled (the upstream read timed out while the request
+    ///   body was incomplete): the client's fault, as Envoy sees it (its
+    ///   upstream timeout starts once the request is complete). Answered
+    ///   408, counted against no app, never retried;
+    /// - a pooled connection that turned out closed (the app or its router
+    ///   closed it while idle) says nothing about the app: an idempotent
+    ///   request goes once more to the same app on a new connection, so a
+    ///   single-app balancer or a sticky user is not moved;
+    /// - a new connection the app closed or reset without answering is one
+    ///   failure toward `passive_5xx_threshold` (a crashing request would
+    ///   otherwise eject every app it is retried on), and an idempotent
+    ///   request is retried on another app;
+    /// - a read timeout is not retried: the app may still be working on it,
+    ///   and a second try would double the wait.
+    ///
+    /// A request the app answered is never retried: after a 101 the retry
+    /// buffer holds the client's first WebSocket frames, and after any
+    /// answer a second one cannot be sent.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -433,6 +481,11 @@ impl ProxyHttp for AppProxy {
             e.etype(),
             ErrorType::ReadTimedout | ErrorType::WriteTimedout
         );
+        if timed_out && !session.as_mut().is_body_done() {
+            ctx.client_stalled = true;
+            e.set_retry(false);
+            return e;
+        }
         // Only failures the upstream caused count against it (not, say,
         // Pingora's own refusal of an answer it cannot pass on).
         let upstream_fault = e.esource() == &ErrorSource::Upstream;
@@ -440,11 +493,9 @@ impl ProxyHttp for AppProxy {
             if timed_out {
                 self.ejection.timed_out(target);
             } else if !client_reused {
-                // A fresh connection dropped: the app itself is in trouble.
-                // (A stale pooled connection says nothing about the app.)
-                self.ejection.connection_failed(
+                self.ejection.failed_before_answer(
                     target,
-                    &format!("failed before answering: {}", e.etype().as_str()),
+                    &format!("closed before answering: {}", e.etype().as_str()),
                 );
             }
         }
@@ -452,6 +503,14 @@ impl ProxyHttp for AppProxy {
             && !session.as_ref().retry_buffer_truncated();
         if !replayable || timed_out {
             e.set_retry(false);
+        } else if client_reused && !ctx.stale_retried {
+            metrics()
+                .retries
+                .with_label_values(&["stale_connection"])
+                .inc();
+            ctx.stale_retried = true;
+            ctx.fresh_retry = true;
+            e.set_retry(true);
         } else if ctx.tried.len() <= self.upstream.connect_retries {
             metrics()
                 .retries
@@ -460,7 +519,7 @@ impl ProxyHttp for AppProxy {
             ctx.last_failure = Some(e.etype().as_str());
             e.set_retry(true);
         } else {
-            e.retry.decide_reuse(client_reused);
+            e.set_retry(false);
         }
         e
     }
@@ -485,14 +544,15 @@ impl ProxyHttp for AppProxy {
         }
     }
 
-    /// A client that hangs up is not an error of ours: its access line says
-    /// so already, and Pingora's own error line would shout about it.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        error.esource() == &ErrorSource::Downstream
-            && matches!(
-                error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            )
+    /// A client that hangs up or stalls is not an error of ours: its access
+    /// line says so already, and Pingora's own error line would shout about it.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        ctx.client_stalled
+            || error.esource() == &ErrorSource::Downstream
+                && matches!(
+                    error.etype(),
+                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                )
     }
 
     /// The request as Pingora's own error lines name it: method, path and
@@ -503,8 +563,9 @@ impl ProxyHttp for AppProxy {
         format!("{} {}, Host: {host}", request.method, request.uri.path())
     }
 
-    /// Connect failures are logged above, once, with the app; Pingora's own
-    /// retry warning would say the same again.
+    /// Connect failures are logged above, once, with the app, and a stale
+    /// pooled connection retried on a new one is routine: Pingora's own
+    /// retry warning would say the same again, or shout about nothing.
     fn suppress_proxy_warn_log(
         &self,
         _session: &Session,
@@ -512,7 +573,8 @@ impl ProxyHttp for AppProxy {
         _error: &Error,
         context: ProxyWarnLogContext,
     ) -> bool {
-        matches!(context, ProxyWarnLogContext::UpstreamRetry) && ctx.connect_failed
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
+            && (ctx.connect_failed || ctx.fresh_retry)
     }
 
     async fn connected_to_upstream(
@@ -534,6 +596,7 @@ impl ProxyHttp for AppProxy {
             target.metrics.count(ctx.upstream_status);
         }
         let code = match e {
+            Some(_) if ctx.client_stalled => Some(LineCode::ClientTimeout),
             Some(e) => Some(line_code(e, ctx.refused_answer, ctx.last_failure.is_some())),
             None if ctx.refused_request => Some(LineCode::RequestRefused),
             None if ctx.panic_routed => Some(LineCode::PanicRouting),
@@ -597,9 +660,15 @@ impl ProxyHttp for AppProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = error_status(e);
+        // The client stopped sending its body: 408, as nginx's
+        // client_body_timeout and HAProxy's timeout http-request answer.
+        let code = if ctx.client_stalled {
+            408
+        } else {
+            error_status(e)
+        };
         if code > 0 {
             if let Err(write_error) = session.respond_error(code).await {
                 warn!("could not send the {code} error response: {write_error}");
@@ -650,6 +719,7 @@ fn status_label(status: u16) -> &'static str {
     match status {
         400 => "400",
         404 => "404",
+        408 => "408",
         405 => "405",
         414 => "414",
         431 => "431",

@@ -8,7 +8,7 @@
 //! `textContent`). Input: a [`StatusSnapshot`] and the caller's [`Access`]
 //! from `mod.rs`, which decides who sees what.
 
-use super::{Access, StatusSnapshot};
+use super::{Access, StatusSnapshot, Summary};
 use std::fmt::Write;
 
 const STYLE: &str = "body{font:13px system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -67,10 +67,9 @@ setInterval(function(){fetch(location.origin+location.pathname,{headers:{Accept:
 .then(function(r){return r.json();}).then(update).catch(function(){});},5000);
 })();"##;
 
-/// Render `snapshot` for a caller with `access`: the whole page for
-/// [`Access::Detail`], else the summary line and how to see more.
-pub fn render(snapshot: &StatusSnapshot, access: Access) -> String {
-    let mut page = String::with_capacity(8192);
+/// The page's head and its first line: the overall status, how many
+/// backends are healthy, panic routing. Everyone sees this much.
+fn head(page: &mut String, summary: &Summary) {
     let _ = write!(
         page,
         "<!doctype html><html><head><meta charset=\"utf-8\">\
@@ -78,36 +77,54 @@ pub fn render(snapshot: &StatusSnapshot, access: Access) -> String {
          <title>heroku-lb: {status}</title><style>{STYLE}</style></head><body>\
          <h1>heroku-lb <span id=\"badge\" class=\"badge {status}\">{status}</span></h1>\
          <p><span id=\"healthy\">{healthy} of {total}</span> backends healthy",
-        status = snapshot.status,
-        healthy = snapshot.backends_healthy,
-        total = snapshot.backends_total,
+        status = summary.status,
+        healthy = summary.backends_healthy,
+        total = summary.backends_total,
     );
-    if snapshot.panic {
+    if summary.panic {
         page.push_str(
             ". <strong>Panic routing</strong>: no backend is fit, so requests go to every backend \
              with an address",
         );
     }
+}
+
+/// The page for a caller who may not see the detail: the summary line and
+/// how to see more.
+pub fn render_summary(summary: &Summary, access: Access) -> String {
+    let mut page = String::with_capacity(2048);
+    head(&mut page, summary);
     let hint = match access {
-        Access::Detail => None,
-        Access::TokenRequired => Some(
+        Access::Detail | Access::TokenRequired => {
             "Sign in with any user name and the status token (LB_STATUS_TOKEN) as the \
-             password, or send the token as a bearer token, for the detail.",
-        ),
-        Access::LoopbackOnly => Some(
+             password, or send the token as a bearer token, for the detail."
+        }
+        Access::LoopbackOnly => {
             "LB_STATUS_TOKEN is not set, so the detail is shown only to callers on this \
-             machine (loopback). Set it to see the detail from elsewhere.",
-        ),
-        Access::NoTokenOnDyno => Some(
+             machine (loopback). Set it to see the detail from elsewhere."
+        }
+        Access::NoTokenOnDyno => {
             "LB_STATUS_TOKEN is not set, so nobody sees the detail: behind Heroku's router no \
              caller counts as local. Set it (heroku config:set LB_STATUS_TOKEN=…) and sign in \
-             with it as the password.",
-        ),
+             with it as the password."
+        }
     };
-    if let Some(hint) = hint {
-        let _ = write!(page, ".</p><p>{hint}</p></body></html>");
-        return page;
-    }
+    let _ = write!(page, ".</p><p>{hint}</p></body></html>");
+    page
+}
+
+/// The whole page, for a caller who may see the detail.
+pub fn render(snapshot: &StatusSnapshot) -> String {
+    let mut page = String::with_capacity(8192);
+    head(
+        &mut page,
+        &Summary {
+            status: snapshot.status,
+            backends_total: snapshot.backends_total,
+            backends_healthy: snapshot.backends_healthy,
+            panic: snapshot.panic,
+        },
+    );
     let d = &snapshot.discovery;
     let _ = write!(
         page,
@@ -253,12 +270,16 @@ mod tests {
         super::super::tests::sample()
     }
 
+    fn summary(snapshot: &StatusSnapshot) -> Summary {
+        super::super::summary(snapshot)
+    }
+
     #[test]
     fn the_page_is_self_contained_and_escaped() {
         let mut snapshot = sample();
         snapshot.discovery.last_error = Some("<script>alert('x')</script> & \"quoted\"".into());
         snapshot.discovery.last_error_at = Some("2026-11-23T09:00:00Z".into());
-        let page = render(&snapshot, Access::Detail);
+        let page = render(&snapshot);
         assert!(page.contains("<table>"));
         assert!(page.contains("shop-&lt;2&gt;"));
         assert!(!page.contains("shop-<2>"));
@@ -287,7 +308,7 @@ mod tests {
 
     #[test]
     fn the_detail_shows_the_recent_figures_a_sparkline_and_the_events() {
-        let page = render(&sample(), Access::Detail);
+        let page = render(&sample());
         for heading in [
             "req/s (1 min)",
             "p50 ms",
@@ -312,7 +333,7 @@ mod tests {
             (Access::LoopbackOnly, "only to callers on this machine"),
             (Access::NoTokenOnDyno, "Heroku&#39;s router"),
         ] {
-            let page = render(&sample(), access);
+            let page = render_summary(&summary(&sample()), access);
             assert!(!page.contains("herokuapp"), "{access:?}");
             assert!(!page.contains("shop-"), "{access:?}");
             assert!(!page.contains("<script"), "{access:?}");
@@ -325,6 +346,6 @@ mod tests {
                 "{access:?}: {page}"
             );
         }
-        assert!(!render(&sample(), Access::LoopbackOnly).contains("status token"));
+        assert!(!render_summary(&summary(&sample()), Access::LoopbackOnly).contains("status token"));
     }
 }

@@ -47,6 +47,7 @@ use pingora::lb::LoadBalancer;
 use pingora::proxy::Session;
 use pingora::Result;
 use serde::Serialize;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -205,13 +206,7 @@ impl StatusPage {
             })
             .collect();
         let healthy = backends.iter().filter(|backend| backend.healthy).count();
-        let status = if healthy == 0 {
-            "down"
-        } else if healthy < backends.len() {
-            "degraded"
-        } else {
-            "ok"
-        };
+        let status = overall(healthy, backends.len());
         // The rule selection follows: nothing fit, something to send to.
         let panic = healthy == 0 && backends.iter().any(|backend| backend.address.is_some());
         let discovery = self.discovery.snapshot();
@@ -260,8 +255,37 @@ impl StatusPage {
         }
     }
 
-    /// Answer a request under the prefix. Always handles it (returns `true`).
-    pub async fn serve(&self, session: &mut Session) -> Result<bool> {
+    /// The four figures everyone may see, counted without building the
+    /// snapshot (no traffic window, event ring or per-app lock): a caller
+    /// without the token costs next to nothing.
+    pub fn summary(&self) -> Summary {
+        let members = self.lb.backends().get_backend();
+        let mut total = 0;
+        let mut healthy = 0;
+        let mut addressed = false;
+        for backend in members.iter() {
+            let Some(target) = AppTarget::of(backend) else {
+                continue;
+            };
+            total += 1;
+            addressed |= target.addr().is_some();
+            if target.routable() && self.lb.backends().ready(backend) {
+                healthy += 1;
+            }
+        }
+        Summary {
+            status: overall(healthy, total),
+            backends_total: total,
+            backends_healthy: healthy,
+            panic: healthy == 0 && addressed,
+        }
+    }
+
+    /// Answer a request under the prefix, from `caller` (the client as a
+    /// trusted hop names it, else the TCP peer). Always handles it (returns
+    /// `true`). Who may see what is decided first; the snapshot is built
+    /// only for a caller who sees it.
+    pub async fn serve(&self, session: &mut Session, caller: Option<IpAddr>) -> Result<bool> {
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
         if method != http::Method::GET && method != http::Method::HEAD {
@@ -276,35 +300,44 @@ impl StatusPage {
             return Ok(true);
         }
         let route = path.strip_prefix(&self.prefix).unwrap_or("");
+        let access = self.access(session, caller);
         match route {
             "status" => {
-                let snapshot = self.snapshot();
-                let code = if snapshot.backends_healthy > 0 {
-                    200
-                } else {
-                    503
-                };
-                let access = self.access(session);
                 let html = wants_html(session);
-                let (code, content_type, body) = match access {
-                    Access::Detail if html => (
-                        code,
-                        "text/html; charset=utf-8",
-                        html::render(&snapshot, Access::Detail).into_bytes(),
-                    ),
-                    Access::Detail => (code, "application/json", to_json(&snapshot)),
-                    // A browser is asked for the token; see the module doc.
-                    Access::TokenRequired if html => (
-                        401,
-                        "text/html; charset=utf-8",
-                        html::render(&snapshot, access).into_bytes(),
-                    ),
-                    _ if html => (
-                        code,
-                        "text/html; charset=utf-8",
-                        html::render(&snapshot, access).into_bytes(),
-                    ),
-                    _ => (code, "application/json", to_json(&summary(&snapshot))),
+                let (code, content_type, body) = if access == Access::Detail {
+                    let snapshot = self.snapshot();
+                    let code = if snapshot.backends_healthy > 0 {
+                        200
+                    } else {
+                        503
+                    };
+                    if html {
+                        let page = html::render(&snapshot);
+                        (code, "text/html; charset=utf-8", page.into_bytes())
+                    } else {
+                        (code, "application/json", to_json(&snapshot))
+                    }
+                } else {
+                    let summary = self.summary();
+                    let code = if summary.backends_healthy > 0 {
+                        200
+                    } else {
+                        503
+                    };
+                    match (html, access) {
+                        // A browser is asked for the token; see the module doc.
+                        (true, Access::TokenRequired) => (
+                            401,
+                            "text/html; charset=utf-8",
+                            html::render_summary(&summary, access).into_bytes(),
+                        ),
+                        (true, _) => (
+                            code,
+                            "text/html; charset=utf-8",
+                            html::render_summary(&summary, access).into_bytes(),
+                        ),
+                        (false, _) => (code, "application/json", to_json(&summary)),
+                    }
                 };
                 let challenge = code == 401;
                 respond(session, code, content_type, body, challenge).await?;
@@ -312,8 +345,7 @@ impl StatusPage {
             // Metrics name every app: behind the token like the status detail
             // (Prometheus sends it with `authorization: {credentials: …}` or
             // `basic_auth`).
-            "metrics" if self.access(session) != Access::Detail => {
-                let access = self.access(session);
+            "metrics" if access != Access::Detail => {
                 let why: &[u8] = match access {
                     Access::TokenRequired => {
                         b"the status token is required: Basic auth with any user name and the \
@@ -373,8 +405,8 @@ impl StatusPage {
         Ok(true)
     }
 
-    /// What this caller may see (`access.rs`), and if not, why not.
-    fn access(&self, session: &Session) -> Access {
+    /// What `caller` may see (`access.rs`), and if not, why not.
+    fn access(&self, session: &Session, caller: Option<IpAddr>) -> Access {
         let presented = presented_token(
             session
                 .req_header()
@@ -382,15 +414,11 @@ impl StatusPage {
                 .get("authorization")
                 .and_then(|value| value.to_str().ok()),
         );
-        let peer = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
         let behind_heroku_router = self.instance.is_some();
         if may_see_detail(
             self.token.as_deref(),
             &presented,
-            peer,
+            caller,
             behind_heroku_router,
         ) {
             Access::Detail
@@ -417,6 +445,7 @@ impl StatusPage {
                 .set(backend.in_flight as i64);
         }
         m.backends.set(snapshot.backends_total as i64);
+        metrics::advance_to(&m.log_lines_dropped, crate::logging::dropped_total());
         m.panic_routing.set(i64::from(snapshot.panic));
         metrics::advance_to(&m.discovery_rounds, snapshot.discovery.rounds);
         metrics::advance_to(&m.discovery_errors, snapshot.discovery.failed_rounds);
@@ -470,6 +499,18 @@ fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> Bac
     }
 }
 
+/// `ok` (all backends healthy), `degraded` (some), `down` (none).
+fn overall(healthy: usize, total: usize) -> &'static str {
+    if healthy == 0 {
+        "down"
+    } else if healthy < total {
+        "degraded"
+    } else {
+        "ok"
+    }
+}
+
+#[cfg(test)]
 fn summary(snapshot: &StatusSnapshot) -> Summary {
     Summary {
         status: snapshot.status,
@@ -606,6 +647,62 @@ mod tests {
                 },
             ],
         }
+    }
+
+    /// The summary an anonymous caller gets, counted without a snapshot,
+    /// says what the snapshot would.
+    #[tokio::test]
+    async fn the_cheap_summary_agrees_with_the_snapshot() {
+        use crate::backend::{BackendUrl, CheckOutcome};
+        let targets: Vec<Arc<AppTarget>> = (0..4)
+            .map(|i| {
+                let url = format!("http://127.0.0.1:{}", 9100 + i);
+                let url = BackendUrl::parse(&url).expect("url");
+                Arc::new(AppTarget::new(i + 1, url, format!("app-{i}")))
+            })
+            .collect();
+        let page = |targets: &[Arc<AppTarget>]| {
+            let backends: std::collections::BTreeSet<_> =
+                targets.iter().map(|target| target.backend(1)).collect();
+            let discovery = pingora::lb::discovery::Static::new(backends);
+            let lb =
+                LoadBalancer::<RoundRobin>::from_backends(pingora::lb::Backends::new(discovery));
+            (lb, Arc::new(DiscoveryStatus::default()))
+        };
+        let (lb, discovery) = page(&targets);
+        lb.update().await.expect("a static list updates");
+        let status = StatusPage::new(
+            Arc::new(lb),
+            Policy::RoundRobin,
+            discovery,
+            None,
+            None,
+            None,
+            "/_lb/".into(),
+        );
+        let agree = |what: &str| {
+            let (cheap, full) = (status.summary(), summary(&status.snapshot()));
+            assert_eq!(
+                serde_json::to_value(&cheap).expect("json"),
+                serde_json::to_value(&full).expect("json"),
+                "{what}"
+            );
+            cheap
+        };
+        assert_eq!(agree("none admitted").status, "down");
+        let pass = CheckOutcome {
+            ok: true,
+            detail: "ok".into(),
+            at: std::time::SystemTime::now(),
+        };
+        for target in &targets[..2] {
+            target.record_check(pass.clone(), 1, 1);
+        }
+        assert_eq!(agree("two of four").backends_healthy, 2);
+        for target in &targets[2..] {
+            target.record_check(pass.clone(), 1, 1);
+        }
+        assert_eq!(agree("all").status, "ok");
     }
 
     #[test]
