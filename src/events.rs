@@ -43,6 +43,12 @@ pub enum EventKind {
     RemovalHeld,
     DiscoveryError,
     DiscoveryRecovered,
+    /// A release restarts the app's dynos without preboot: no new requests.
+    Draining,
+    /// A draining app passed `rise` checks after its restart.
+    Restarted,
+    /// A verified Heroku webhook arrived (the last one is kept in status).
+    Webhook,
 }
 
 impl EventKind {
@@ -62,6 +68,9 @@ impl EventKind {
             EventKind::RemovalHeld => "removal_held",
             EventKind::DiscoveryError => "discovery_error",
             EventKind::DiscoveryRecovered => "discovery_recovered",
+            EventKind::Draining => "draining",
+            EventKind::Restarted => "restarted",
+            EventKind::Webhook => "webhook",
         }
     }
 }

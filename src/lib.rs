@@ -13,6 +13,8 @@
 //!   passive ejection hears, hop headers (and whose `X-Forwarded-*` to trust), the app's own
 //!   URLs in redirects and cookies, errors, request lines and per-request metrics.
 //! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
+//! - [`webhooks`]: Heroku app webhooks received at `/_lb/hooks/heroku`: verified, then a
+//!   "look at this app now" for discovery.
 //! - [`shutdown`]: the log of what a graceful shutdown did to requests in flight.
 //! - [`demo`]: the embedded demo backends (a static source over local servers).
 //! - [`discovery`]: the `ServiceDiscovery` Pingora's `LoadBalancer` runs: app sources
@@ -31,13 +33,15 @@
 //! - [`logging`]: every log line to stdout through a buffer flushed every 100 ms.
 //! - [`config`]: `Settings` from `pingora.yaml` and the environment, plus Pingora's
 //!   `ServerConf`; one table of every setting.
-//! - [`time`]: RFC 3339 timestamps for status and request lines.
+//! - [`time`]: RFC 3339 timestamps for status and request lines, and a monotonic clock;
+//!   [`base64`]: decoding for Basic auth and webhook signatures.
 //! - [`values`]: the value types configuration parses (backend URL, policy, cookie name,
 //!   IP range), below everything.
 //!
 //! `main.rs` only wires these into a Pingora `Server`.
 
 pub mod backend;
+pub mod base64;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -55,3 +59,4 @@ pub mod sticky;
 pub mod time;
 pub mod traffic;
 pub mod values;
+pub mod webhooks;

@@ -8,6 +8,7 @@ use heroku_lb::config::{self, BackendSource, Settings};
 use heroku_lb::demo::DemoBackends;
 use heroku_lb::discovery::heroku::api::ApiStats;
 use heroku_lb::discovery::heroku::PipelineSource;
+use heroku_lb::discovery::lookups::AppLookups;
 use heroku_lb::discovery::resolve::NameResolver;
 use heroku_lb::discovery::static_list::StaticSource;
 use heroku_lb::discovery::{AppDiscovery, AppSource};
@@ -19,6 +20,7 @@ use heroku_lb::selection::Selector;
 use heroku_lb::shutdown::ShutdownReport;
 use heroku_lb::status::StatusPage;
 use heroku_lb::sticky::StickyCookie;
+use heroku_lb::webhooks::WebhookReceiver;
 use log::{info, warn};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backends, HealthCheckService, HealthRegistry, LoadBalancer};
@@ -62,14 +64,20 @@ fn main() {
     logging::flush();
     server.bootstrap();
 
-    let (source, api_stats, demo) = app_source(&settings);
+    let Source {
+        apps,
+        api_stats,
+        demo,
+        lookups,
+    } = app_source(&settings);
     let health = AppHealthCheck::new(&settings.health, &settings.upstream, &server.configuration);
     let discovery = AppDiscovery::new(
-        source,
+        apps,
         NameResolver::new(settings.resolve_pins.clone()),
         settings.resolve_interval,
         Some(health.clone()),
-    );
+    )
+    .with_drain_timeout(settings.drain_timeout);
     let discovery_status = discovery.status();
     // Health lives in a registry of its own, keyed by app rather than by
     // Pingora's (address, weight), and checked by its own service: a stalled
@@ -104,6 +112,19 @@ fn main() {
             settings.admin_prefix
         );
     }
+    // Heroku webhooks, in pipeline mode with LB_WEBHOOK_SECRET: deliveries
+    // ask discovery to look at an app, and run it at once.
+    let webhooks = match (&settings.source, lookups) {
+        (BackendSource::Pipeline(pipeline), Some(lookups)) => {
+            pipeline.webhooks.as_ref().map(|hooks| {
+                Arc::new(
+                    WebhookReceiver::new(&hooks.secret, &settings.admin_prefix, lookups)
+                        .with_load_balancer(Arc::clone(&lb)),
+                )
+            })
+        }
+        _ => None,
+    };
     let status = StatusPage::new(
         Arc::clone(&lb),
         settings.policy,
@@ -112,19 +133,28 @@ fn main() {
         settings.dyno.clone(),
         settings.status_token.clone(),
         settings.admin_prefix.clone(),
-    );
+    )
+    .with_webhooks(webhooks.clone())
+    .with_slow_start(settings.slow_start);
     let ejection = PassiveEjection::new(
         Arc::clone(&lb),
         settings.health.passive_5xx_threshold,
         settings.health.max_ejection_percent,
     );
-    let proxy = AppProxy::new(
-        Selector::new(Arc::clone(&lb), settings.policy),
+    let mut proxy = AppProxy::new(
+        Selector::new(Arc::clone(&lb), settings.policy, settings.slow_start),
         sticky,
         status,
         ejection,
         &settings,
     );
+    if let Some(webhooks) = webhooks {
+        info!(
+            "webhooks: receiving Heroku app webhooks at {}hooks/heroku",
+            settings.admin_prefix
+        );
+        proxy = proxy.with_webhooks(webhooks);
+    }
     let mut proxy_service =
         http_proxy_service_with_name(&server.configuration, proxy, "heroku-lb proxy");
     proxy_service.add_tcp(&settings.listen);
@@ -154,22 +184,33 @@ fn main() {
     std::process::exit(0)
 }
 
-/// The source of backends the settings name, the Platform API figures when it
-/// is the pipeline, and the demo servers when it is the demo.
-fn app_source(
-    settings: &Settings,
-) -> (
-    Box<dyn AppSource>,
-    Option<Arc<ApiStats>>,
-    Option<DemoBackends>,
-) {
+/// Where the backends come from, and what comes with it.
+struct Source {
+    apps: Box<dyn AppSource>,
+    /// Platform API figures, in pipeline mode.
+    api_stats: Option<Arc<ApiStats>>,
+    /// The demo's servers, in demo mode.
+    demo: Option<DemoBackends>,
+    /// The pipeline's queue of looks, for the webhook receiver.
+    lookups: Option<Arc<AppLookups>>,
+}
+
+/// The source of backends the settings name.
+fn app_source(settings: &Settings) -> Source {
     match &settings.source {
-        BackendSource::Static(urls) => (Box::new(StaticSource::new("static", urls)), None, None),
+        BackendSource::Static(urls) => Source {
+            apps: Box::new(StaticSource::new("static", urls)),
+            api_stats: None,
+            demo: None,
+            lookups: None,
+        },
         BackendSource::Pipeline(pipeline) => match PipelineSource::new(pipeline) {
-            Ok(source) => {
-                let stats = source.api_stats();
-                (Box::new(source), Some(stats), None)
-            }
+            Ok(source) => Source {
+                api_stats: Some(source.api_stats()),
+                lookups: Some(source.lookups()),
+                apps: Box::new(source),
+                demo: None,
+            },
             Err(e) => fail(&e),
         },
         BackendSource::Demo => {
@@ -187,11 +228,12 @@ fn app_source(
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            (
-                Box::new(StaticSource::named("demo", demo.apps())),
-                None,
-                Some(demo),
-            )
+            Source {
+                apps: Box::new(StaticSource::named("demo", demo.apps())),
+                api_stats: None,
+                demo: Some(demo),
+                lookups: None,
+            }
         }
     }
 }

@@ -35,10 +35,17 @@ pub struct Metrics {
     pub own_responses: IntCounterVec,
     pub request_duration: Histogram,
     pub log_lines_dropped: IntCounter,
+    pub webhook_deliveries: IntCounterVec,
 }
 
 /// Why a request was sent to another backend (`retries`' `reason` label).
-pub const RETRY_REASONS: [&str; 3] = ["connect_failed", "failed_before_answer", "stale_connection"];
+pub const RETRY_REASONS: [&str; 5] = [
+    "connect_failed",
+    "failed_before_answer",
+    "stale_connection",
+    "5xx_answer",
+    "budget_exhausted",
+];
 
 /// Reasons a health check fails (`health.rs`), the `reason` label.
 pub const CHECK_FAILURE_REASONS: [&str; 10] = [
@@ -121,6 +128,12 @@ fn registered() -> Result<Metrics, prometheus::Error> {
             "Requests the balancer answered itself rather than a backend (503 no backend, \
              431/414/400 refused heads, 502/504 upstream failures), by status code.",
             &["code"]
+        )?,
+        webhook_deliveries: register_int_counter_vec!(
+            "heroku_lb_webhook_deliveries_total",
+            "Heroku webhook deliveries received, by outcome (accepted, duplicate, ignored, \
+             bad_signature, too_large, malformed, wrong_method).",
+            &["outcome"]
         )?,
         log_lines_dropped: register_int_counter!(
             "heroku_lb_log_lines_dropped_total",

@@ -37,7 +37,7 @@
 
 pub use crate::values::Policy;
 
-use crate::backend::AppTarget;
+use crate::backend::{AppTarget, FULL_SHARE};
 use crate::events::{self, EventKind};
 use arc_swap::ArcSwap;
 use log::{info, warn};
@@ -46,6 +46,7 @@ use pingora::lb::{Backend, LoadBalancer};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How many slots one round-robin pick walks before it scans the members
 /// instead (each once): a weighted walk over sparse fit members among many
@@ -156,12 +157,17 @@ pub struct Selector {
     pass_clock: AtomicU64,
     /// Whether the last pick had to fall back to panic routing.
     panic: AtomicBool,
+    /// Slow start: an admitted backend's share ramps up over this (zero: off).
+    slow_start: Duration,
 }
 
 impl Selector {
-    pub fn new(lb: Arc<LoadBalancer<RoundRobin>>, policy: Policy) -> Self {
+    /// A selector over `lb`'s members with `policy` and a slow start over
+    /// `slow_start` (zero: none).
+    pub fn new(lb: Arc<LoadBalancer<RoundRobin>>, policy: Policy, slow_start: Duration) -> Self {
         let members = lb.backends().get_backend();
         Selector {
+            slow_start,
             table: ArcSwap::from_pointee(MemberTable::new(members)),
             cursor: AtomicUsize::new(0),
             lb,
@@ -228,6 +234,15 @@ impl Selector {
         Some(target)
     }
 
+    /// Whether a fit backend exists that a request which `tried` these has
+    /// not been sent to (a retry would have somewhere to go).
+    pub fn has_fit_untried(&self, tried: &[u64]) -> bool {
+        self.table()
+            .entries
+            .iter()
+            .any(|member| self.fit(member) && !tried.contains(&member.target.id()))
+    }
+
     /// Whether picks fall back to panic routing now (the last pick did).
     pub fn in_panic(&self) -> bool {
         self.panic.load(Ordering::Relaxed)
@@ -280,13 +295,24 @@ impl Selector {
                     return None;
                 }
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                // A slow-starting member takes the turns its share earns
+                // and passes the others on.
+                let pick_ramped = |member: &Member| {
+                    if !usable(member) {
+                        return None;
+                    }
+                    let share = member.target.share(self.slow_start);
+                    (share >= FULL_SHARE || member.target.take_ramp_turn(share))
+                        .then(|| Arc::clone(&member.target))
+                };
                 let pick = |member: &Member| usable(member).then(|| Arc::clone(&member.target));
                 (0..slots.min(MAX_SELECT_STEPS))
                     .find_map(|step| {
-                        pick(&table.entries[table.order[(start + step) % slots] as usize])
+                        pick_ramped(&table.entries[table.order[(start + step) % slots] as usize])
                     })
                     .or_else(|| {
-                        // Fit members are sparse: find one whenever one exists.
+                        // Fit members are sparse, or each passed its turn
+                        // on: find one whenever one exists.
                         let count = table.entries.len();
                         (0..count).find_map(|step| pick(&table.entries[(start + step) % count]))
                     })
@@ -313,18 +339,23 @@ impl Selector {
         }
         let clock = self.pass_clock.load(Ordering::Relaxed);
         let start = self.next_start.fetch_add(1, Ordering::Relaxed) % count;
-        // (target, in_flight, weight, pass)
-        let mut best: Option<(&Arc<AppTarget>, usize, usize, u64)> = None;
+        // (target, in_flight, weight × share, pass): a slow-starting
+        // member weighs its share of its weight.
+        let mut best: Option<(&Arc<AppTarget>, u64, u64, u64)> = None;
         for member in members[start..].iter().chain(&members[..start]) {
             if !usable(member) {
                 continue;
             }
             let target = &member.target;
-            let (in_flight, weight) = (target.in_flight(), member.weight);
+            let in_flight = target.in_flight() as u64;
+            let weight = member.weight as u64 * u64::from(target.share(self.slow_start));
             let pass = target.stride_pass().load(Ordering::Relaxed).max(clock);
             let better = best.is_none_or(|(_, best_in_flight, best_weight, best_pass)| {
                 // in_flight / weight, compared without division.
-                let (load, best_load) = (in_flight * best_weight, best_in_flight * weight);
+                let (load, best_load) = (
+                    u128::from(in_flight) * u128::from(best_weight),
+                    u128::from(best_in_flight) * u128::from(weight),
+                );
                 load < best_load || (load == best_load && pass < best_pass)
             });
             if better {
@@ -333,9 +364,8 @@ impl Selector {
         }
         let (target, _, weight, pass) = best?;
         self.pass_clock.fetch_max(pass, Ordering::Relaxed);
-        target
-            .stride_pass()
-            .store(pass + STRIDE / weight as u64, Ordering::Relaxed);
+        let stride = STRIDE * u64::from(FULL_SHARE) / weight.max(1);
+        target.stride_pass().store(pass + stride, Ordering::Relaxed);
         Some(Arc::clone(target))
     }
 }
@@ -421,7 +451,7 @@ mod tests {
         let discovery = pingora::lb::discovery::Static::new(backends);
         let lb = LoadBalancer::<RoundRobin>::from_backends(pingora::lb::Backends::new(discovery));
         lb.update().await.expect("a static list updates");
-        (Selector::new(Arc::new(lb), policy), targets)
+        (Selector::new(Arc::new(lb), policy, Duration::ZERO), targets)
     }
 
     /// How many of `picks` sequential picks each target got.

@@ -2,7 +2,15 @@
 //! shows them, and request lines off Heroku start with one (`logging.rs`),
 //! in the form env_logger gives every other line.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds on a monotonic clock that starts at the first call: cheap to
+/// keep in an atomic (slow start, retry budgets), never goes back.
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// `2026-11-23T09:05:34Z`
 pub fn rfc3339(at: SystemTime) -> String {

@@ -182,6 +182,15 @@ pub(super) fn build_settings(
             parse_count,
             Ok,
         )?,
+        retry_5xx_within: Duration::from_millis(layered(
+            env,
+            env::LB_RETRY_5XX_WITHIN_MS,
+            file.retry_5xx_within_ms,
+            key("retry_5xx_within_ms"),
+            1000,
+            parse_count,
+            Ok,
+        )?),
     };
 
     let policy = match env.var(env::LB_POLICY) {
@@ -193,7 +202,7 @@ pub(super) fn build_settings(
     };
     let sticky = sticky_settings(&file, env, key)?;
 
-    let (source, warnings) = backend_source(&file, env, key)?;
+    let (source, warnings) = backend_source(&file, env, key, &admin_prefix)?;
     let dyno = env.var(env::DYNO);
     if source == BackendSource::Demo {
         if let Some(dyno) = &dyno {
@@ -224,6 +233,20 @@ pub(super) fn build_settings(
             }
             None => file.rewrite_redirects.unwrap_or(true),
         },
+        slow_start: seconds_or_off(
+            env::LB_SLOW_START_SECONDS,
+            file.slow_start_seconds,
+            Duration::from_secs(30),
+            env,
+            key("slow_start_seconds"),
+        )?,
+        drain_timeout: seconds_or_off(
+            env::LB_DRAIN_TIMEOUT_SECONDS,
+            file.drain_timeout_seconds,
+            Duration::from_secs(30),
+            env,
+            key("drain_timeout_seconds"),
+        )?,
         log_flush_interval: seconds(
             Some(env::LB_LOG_FLUSH_INTERVAL_SECONDS),
             file.log_flush_interval_seconds,

@@ -87,6 +87,17 @@ pub const LB_FIRST_BYTE_TIMEOUT_SECONDS: &str = "LB_FIRST_BYTE_TIMEOUT_SECONDS";
 pub const LB_IDLE_TIMEOUT_SECONDS: &str = "LB_IDLE_TIMEOUT_SECONDS";
 /// Other backends a request tries after a connect failure.
 pub const LB_CONNECT_RETRIES: &str = "LB_CONNECT_RETRIES";
+/// Key of Heroku app webhook signatures (secret: never logged or echoed);
+/// turns on the webhook receiver.
+pub const LB_WEBHOOK_SECRET: &str = "LB_WEBHOOK_SECRET";
+/// The balancer's public URL, to subscribe every app to its webhooks.
+pub const LB_WEBHOOK_URL: &str = "LB_WEBHOOK_URL";
+/// Seconds over which an admitted backend's share ramps up to full.
+pub const LB_SLOW_START_SECONDS: &str = "LB_SLOW_START_SECONDS";
+/// Seconds upgraded connections to a leaving backend get before they are closed.
+pub const LB_DRAIN_TIMEOUT_SECONDS: &str = "LB_DRAIN_TIMEOUT_SECONDS";
+/// Milliseconds after sending within which a 502/503/504 is retried elsewhere.
+pub const LB_RETRY_5XX_WITHIN_MS: &str = "LB_RETRY_5XX_WITHIN_MS";
 /// Longest a request line waits in the log buffer, in seconds.
 pub const LB_LOG_FLUSH_INTERVAL_SECONDS: &str = "LB_LOG_FLUSH_INTERVAL_SECONDS";
 /// Pingora's `threads`.

@@ -83,8 +83,9 @@ impl fmt::Debug for ApiKey {
 pub enum BackendSource {
     /// A fixed list of URLs (`LB_BACKENDS` / `backends`).
     Static(Vec<BackendUrl>),
-    /// The apps of one stage of a Heroku pipeline.
-    Pipeline(PipelineSettings),
+    /// The apps of one stage of a Heroku pipeline (boxed: far larger than
+    /// the other variants).
+    Pipeline(Box<PipelineSettings>),
     /// Nothing configured: three stand-in backends served by this process.
     Demo,
 }
@@ -112,6 +113,30 @@ pub struct PipelineSettings {
     pub rate_limit_reserve: u64,
     /// Weight each app by its web dyno count (else every app weighs 1).
     pub weight_by_dynos: bool,
+    /// App webhooks, when `LB_WEBHOOK_SECRET` is set.
+    pub webhooks: Option<WebhookSettings>,
+    /// Where webhook deliveries arrive (`{admin prefix}hooks/heroku`), for
+    /// the subscriptions.
+    pub admin_prefix: String,
+}
+
+/// Heroku app webhooks (`webhooks.rs`, `discovery/heroku/subscriptions.rs`).
+#[derive(Clone, PartialEq)]
+pub struct WebhookSettings {
+    /// Signs every delivery (`Heroku-Webhook-Hmac-SHA256`).
+    pub secret: Vec<u8>,
+    /// The balancer's public URL, without a trailing slash: when set, every
+    /// discovered app is subscribed to `{url}{admin prefix}hooks/heroku`.
+    pub public_url: Option<String>,
+}
+
+impl fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("secret", &"<redacted>")
+            .field("public_url", &self.public_url)
+            .finish()
+    }
 }
 
 /// How upstream connections are made and timed.
@@ -125,6 +150,10 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// How many other backends a request tries after a connect failure.
     pub connect_retries: usize,
+    /// A 502/503/504 answered within this long of sending an idempotent
+    /// request is retried on another app (zero: never), within the retry
+    /// budget. Heroku's router refuses at once while an app restarts.
+    pub retry_5xx_within: Duration,
 }
 
 /// Active health checking (`health.rs`) and passive ejection (`proxy.rs`).
@@ -200,6 +229,10 @@ pub struct Settings {
     pub rewrite_redirects: bool,
     /// Longest a request line waits in the log buffer (`logging.rs`).
     pub log_flush_interval: Duration,
+    /// An admitted backend's share ramps up to full over this long (zero: off).
+    pub slow_start: Duration,
+    /// Upgraded connections to a backend that leaves get this long.
+    pub drain_timeout: Duration,
     pub upstream: UpstreamSettings,
     /// The dyno name when running on Heroku.
     pub dyno: Option<String>,

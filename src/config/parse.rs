@@ -77,6 +77,33 @@ pub(super) fn parse_status_list(raw: &str) -> Result<Vec<(u16, u16)>, String> {
     parse_statuses(&items)
 }
 
+/// Like [`seconds`], for a setting that 0 turns off.
+pub(super) fn seconds_or_off(
+    var: &str,
+    file_value: Option<f64>,
+    default: Duration,
+    env: &dyn Env,
+    file_key: String,
+) -> Result<Duration, ConfigError> {
+    let off_or = |value: f64| {
+        if value == 0.0 {
+            Ok(Duration::ZERO)
+        } else {
+            to_duration(value)
+        }
+    };
+    if let Some(raw) = env.var(var) {
+        let value: f64 = raw
+            .parse()
+            .map_err(|_| ConfigError::new(var, format!("'{raw}' is not a number of seconds")))?;
+        return off_or(value).map_err(|reason| ConfigError::new(var, reason));
+    }
+    match file_value {
+        Some(value) => off_or(value).map_err(|reason| ConfigError::new(file_key, reason)),
+        None => Ok(default),
+    }
+}
+
 pub(super) fn to_duration(seconds: f64) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
         return Err(format!(

@@ -30,6 +30,11 @@ struct Case {
 
 const PIPELINE: &[(&str, &str)] = &[("HEROKU_API_KEY", "hk-k"), ("PIPELINE_IDENTIFIER", "p")];
 const STICKY: &[(&str, &str)] = &[("LB_STICKY_COOKIE", "lb")];
+const WEBHOOKS: &[(&str, &str)] = &[
+    ("HEROKU_API_KEY", "hk-k"),
+    ("PIPELINE_IDENTIFIER", "p"),
+    ("LB_WEBHOOK_SECRET", "whsec"),
+];
 
 fn pipeline(settings: &Settings) -> &PipelineSettings {
     match &settings.source {
@@ -78,6 +83,11 @@ fn cases() -> Vec<Case> {
         case("LB_HEALTH_CHECK_STATUSES", ("2xx, 304", "[(200, 299), (304, 304)]"), ("[\"2xx\", 301]", "[(200, 299), (301, 301)]"), "[(200, 299), (300, 399)]", "6xx", |s, _| format!("{:?}", s.health.statuses)),
         case("LB_PASSIVE_5XX_THRESHOLD", ("0", "0"), ("4", "4"), "5", "-1", |s, _| s.health.passive_5xx_threshold.to_string()),
         case("LB_MAX_EJECTION_PERCENT", ("10", "10"), ("20", "20"), "50", "150", |s, _| s.health.max_ejection_percent.to_string()),
+        Case { var: "LB_WEBHOOK_SECRET", context: PIPELINE, env: ("whsec-env", "whsec-env"), file: None, file_against_env: None, default: "none", bad: None, read: Some(|s, _| pipeline(s).webhooks.as_ref().map_or("none".to_string(), |w| String::from_utf8_lossy(&w.secret).into_owned())) },
+        Case { context: WEBHOOKS, ..case("LB_WEBHOOK_URL", ("https://lb.example.com/", "Some(\"https://lb.example.com\")"), ("https://file.example.com", "Some(\"https://file.example.com\")"), "None", "ftp://x", |s, _| format!("{:?}", pipeline(s).webhooks.as_ref().and_then(|w| w.public_url.clone()))) },
+        case("LB_SLOW_START_SECONDS", ("0", "0ns"), ("10", "10s"), "30s", "-1", |s, _| format!("{:?}", s.slow_start)),
+        case("LB_DRAIN_TIMEOUT_SECONDS", ("5", "5s"), ("10", "10s"), "30s", "soon", |s, _| format!("{:?}", s.drain_timeout)),
+        case("LB_RETRY_5XX_WITHIN_MS", ("0", "0ns"), ("500", "500ms"), "1s", "-1", |s, _| format!("{:?}", s.upstream.retry_5xx_within)),
         case("LB_CONNECT_TIMEOUT_SECONDS", ("3", "3s"), ("4", "4s"), "5s", "x", |s, _| format!("{:?}", s.upstream.connect_timeout)),
         case("LB_FIRST_BYTE_TIMEOUT_SECONDS", ("10", "10s"), ("20", "20s"), "30s", "-3", |s, _| format!("{:?}", s.upstream.first_byte_timeout)),
         case("LB_IDLE_TIMEOUT_SECONDS", ("10", "10s"), ("20", "20s"), "55s", "nan", |s, _| format!("{:?}", s.upstream.idle_timeout)),

@@ -8,7 +8,7 @@
 use super::env::{self, Env};
 use super::file::FileSettings;
 use super::parse::*;
-use super::{ApiKey, BackendSource, ConfigError, PipelineSettings};
+use super::{ApiKey, BackendSource, ConfigError, PipelineSettings, WebhookSettings};
 use std::time::Duration;
 
 /// Static mode when backends are listed, else pipeline discovery when both
@@ -18,6 +18,7 @@ pub(super) fn backend_source(
     file: &FileSettings,
     env: &dyn Env,
     key: &dyn Fn(&str) -> String,
+    admin_prefix: &str,
 ) -> Result<(BackendSource, Vec<String>), ConfigError> {
     let api_key = env.var(env::HEROKU_API_KEY);
     let pipeline = env
@@ -44,9 +45,13 @@ pub(super) fn backend_source(
     // Deploy-button user who fills in both the pipeline fields and
     // LB_BACKENDS gets what the list says, and is told the rest is ignored.
     if let Some((list, from)) = static_list {
+        let webhooks_set =
+            env.var(env::LB_WEBHOOK_SECRET).is_some() || env.var(env::LB_WEBHOOK_URL).is_some();
         let ignored: Vec<&str> = [
             (api_key.is_some(), env::HEROKU_API_KEY),
             (pipeline.is_some(), env::PIPELINE_IDENTIFIER),
+            // Deliveries name apps by id, which only pipeline discovery knows.
+            (webhooks_set, env::LB_WEBHOOK_SECRET),
         ]
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))
@@ -65,13 +70,9 @@ pub(super) fn backend_source(
     }
     let source =
         match (api_key, pipeline) {
-            (Some(api_key), Some(pipeline)) => BackendSource::Pipeline(pipeline_settings(
-                file,
-                env,
-                key,
-                ApiKey(api_key),
-                pipeline,
-            )?),
+            (Some(api_key), Some(pipeline)) => BackendSource::Pipeline(Box::new(
+                pipeline_settings(file, env, key, ApiKey(api_key), pipeline, admin_prefix)?,
+            )),
             (Some(_), None) => return Err(ConfigError::new(
                 env::PIPELINE_IDENTIFIER,
                 "HEROKU_API_KEY is set but no pipeline is named; set PIPELINE_IDENTIFIER to the \
@@ -94,6 +95,7 @@ fn pipeline_settings(
     key: &dyn Fn(&str) -> String,
     api_key: ApiKey,
     pipeline: String,
+    admin_prefix: &str,
 ) -> Result<PipelineSettings, ConfigError> {
     let stage = match env.var(env::PIPELINE_STAGE) {
         Some(stage) => check_stage(&stage).map_err(|r| ConfigError::new(env::PIPELINE_STAGE, r))?,
@@ -157,5 +159,41 @@ fn pipeline_settings(
             parse_bool,
             Ok,
         )?,
+        webhooks: webhook_settings(file, env, key)?,
+        admin_prefix: admin_prefix.to_string(),
     })
+}
+
+/// The webhook secret (environment only) and the public URL (environment
+/// over file; no default). A URL without a secret is an error: a
+/// subscription's deliveries are signed with it.
+fn webhook_settings(
+    file: &FileSettings,
+    env: &dyn Env,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<WebhookSettings>, ConfigError> {
+    let public_url = match env.var(env::LB_WEBHOOK_URL) {
+        Some(url) => {
+            Some(check_api_url(&url).map_err(|r| ConfigError::new(env::LB_WEBHOOK_URL, r))?)
+        }
+        None => match &file.webhook_url {
+            Some(url) => {
+                Some(check_api_url(url).map_err(|r| ConfigError::new(key("webhook_url"), r))?)
+            }
+            None => None,
+        },
+    };
+    match (env.var(env::LB_WEBHOOK_SECRET), public_url) {
+        (Some(secret), public_url) => Ok(Some(WebhookSettings {
+            secret: secret.into_bytes(),
+            public_url,
+        })),
+        (None, Some(_)) => Err(ConfigError::new(
+            env::LB_WEBHOOK_SECRET,
+            "LB_WEBHOOK_URL is set but LB_WEBHOOK_SECRET is not: the apps' webhook \
+             subscriptions sign their deliveries with it (heroku config:set \
+             LB_WEBHOOK_SECRET=$(openssl rand -hex 32))",
+        )),
+        (None, None) => Ok(None),
+    }
 }

@@ -182,6 +182,37 @@ pub const SETTINGS: &[Setting] = &[
         "50",
         "Most backends passive ejection may hold out at once, in percent (at least one; 0: off).",
     ),
+    // Deploys and scaling.
+    row(
+        LB_WEBHOOK_SECRET,
+        Key::None,
+        "",
+        "Secret of the apps' Heroku webhooks (secret: environment only); turns on the receiver at `{admin prefix}hooks/heroku` (pipeline mode).",
+    ),
+    row(
+        LB_WEBHOOK_URL,
+        Section("webhook_url"),
+        "",
+        "The balancer's public URL (`https://my-balancer.herokuapp.com`): every discovered app is subscribed to its webhooks (needs `LB_WEBHOOK_SECRET` and a key that may manage webhooks).",
+    ),
+    row(
+        LB_SLOW_START_SECONDS,
+        Section("slow_start_seconds"),
+        "30",
+        "Seconds over which an admitted app's share ramps from 5 % to full (0: off).",
+    ),
+    row(
+        LB_DRAIN_TIMEOUT_SECONDS,
+        Section("drain_timeout_seconds"),
+        "30",
+        "Seconds upgraded connections (WebSockets) to an app that leaves get before they are closed.",
+    ),
+    row(
+        LB_RETRY_5XX_WITHIN_MS,
+        Section("retry_5xx_within_ms"),
+        "1000",
+        "An idempotent request answered 502/503/504 within this many milliseconds goes to another app, within the retry budget (0: off).",
+    ),
     // Upstream connections.
     row(
         LB_CONNECT_TIMEOUT_SECONDS,

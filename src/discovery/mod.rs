@@ -21,6 +21,7 @@
 //! fewer is applied at once. Apps that leave take their metric series along.
 
 pub mod heroku;
+pub mod lookups;
 pub mod resolve;
 pub mod static_list;
 
@@ -59,6 +60,19 @@ pub struct Round {
     /// Some apps could not be looked up (the others are in `apps`): what
     /// went wrong, for the log and status. They are tried again next round.
     pub incomplete: Option<String>,
+    /// What the source learned about apps beyond their place in the set.
+    pub hints: Vec<(BackendUrl, AppHint)>,
+}
+
+/// What a source learned about one app, for its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppHint {
+    /// A release succeeded: the app's dynos restart. With preboot the new
+    /// dynos take traffic once booted (cold: slow start); without, the old
+    /// ones stop first (drain until the checks pass, then slow start).
+    Released { preboot: bool },
+    /// A dyno changed state: check the app now.
+    CheckNow,
 }
 
 /// A failed source round: what happened (with the URL or app involved, never
@@ -76,6 +90,11 @@ pub trait AppSource: Send + Sync {
     fn describe(&self) -> String;
     /// Run one round. Dropped mid-flight on shutdown.
     async fn round(&self) -> Result<Round, SourceError>;
+    /// Whether a round should run now, before its time (a webhook asked
+    /// to look at an app).
+    fn wants_round(&self) -> bool {
+        false
+    }
 }
 
 /// What the status page shows about discovery.
@@ -134,6 +153,10 @@ struct DiscoveryState {
     last_error: Option<String>,
     /// The last resolution error per target, likewise.
     resolve_errors: HashMap<u64, String>,
+    /// A round's list has made targets before.
+    synced_once: bool,
+    /// The last round's hints, applied to the targets after the sync.
+    hints: Vec<(BackendUrl, AppHint)>,
 }
 
 /// The `ServiceDiscovery` behind heroku-lb's `LoadBalancer`.
@@ -143,6 +166,8 @@ pub struct AppDiscovery {
     resolve_interval: Duration,
     /// Checks new backends at once, so they take traffic only after a pass.
     first_check: Option<AppHealthCheck>,
+    /// How long upgraded connections to an app that leaves stay open.
+    drain_timeout: Duration,
     state: tokio::sync::Mutex<DiscoveryState>,
     status: Arc<DiscoveryStatus>,
 }
@@ -163,6 +188,7 @@ impl AppDiscovery {
             resolver,
             resolve_interval,
             first_check,
+            drain_timeout: Duration::from_secs(30),
             state: tokio::sync::Mutex::new(DiscoveryState {
                 next_round: Some(now),
                 apps: None,
@@ -173,9 +199,17 @@ impl AppDiscovery {
                 next_resolve: now + resolve_interval,
                 last_error: None,
                 resolve_errors: HashMap::new(),
+                synced_once: false,
+                hints: Vec::new(),
             }),
             status: Arc::new(status),
         }
+    }
+
+    /// Upgraded connections to an app that leaves get `timeout` (default 30 s).
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
     }
 
     /// The status handle, for the status page.
@@ -291,6 +325,7 @@ impl AppDiscovery {
                 }
                 log_changes(known, &round.apps);
                 state.apps = Some(round.apps);
+                state.hints = round.hints;
                 true
             }
             Err(error) => {
@@ -331,14 +366,23 @@ impl AppDiscovery {
         };
         let listed: HashSet<&BackendUrl> = apps.iter().map(|app| &app.url).collect();
         let names: HashSet<&str> = apps.iter().map(|app| app.name.as_str()).collect();
+        let drain_timeout = self.drain_timeout;
         state.targets.retain(|url, target| {
             let stays = listed.contains(url);
-            // Review apps come and go: their series must go with them.
-            if !stays && !names.contains(target.name()) {
-                crate::metrics::forget_backend(target.name());
+            if !stays {
+                // No new request from now on; requests in flight finish,
+                // upgraded connections get the drain timeout.
+                target.drain(drain_timeout);
+                // Review apps come and go: their series must go with them.
+                if !names.contains(target.name()) {
+                    crate::metrics::forget_backend(target.name());
+                }
             }
             stays
         });
+        // The first round's apps are all cold alike: no slow start for them.
+        let ramp_on_admission = state.synced_once;
+        state.synced_once = true;
         let mut fresh = Vec::new();
         let mut backends = BTreeSet::new();
         for app in &apps {
@@ -350,6 +394,7 @@ impl AppDiscovery {
                         app.url.clone(),
                         app.name.clone(),
                     ));
+                    target.set_ramp_on_admission(ramp_on_admission);
                     state.next_id += 1;
                     state.targets.insert(app.url.clone(), Arc::clone(&target));
                     fresh.push(Arc::clone(&target));
@@ -426,8 +471,8 @@ impl ServiceDiscovery for AppDiscovery {
     async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         let mut state = self.state.lock().await;
         let now = Instant::now();
-        let updated =
-            state.next_round.is_some_and(|due| due <= now) && self.run_round(&mut state, now).await;
+        let due = state.next_round.is_some_and(|due| due <= now) || self.source.wants_round();
+        let updated = due && self.run_round(&mut state, now).await;
         let fresh = if updated {
             self.sync_targets(&mut state)
         } else {
@@ -446,9 +491,30 @@ impl ServiceDiscovery for AppDiscovery {
         if !to_resolve.is_empty() {
             self.resolve(&mut state, to_resolve).await;
         }
+        let mut to_check = fresh;
+        for (url, hint) in std::mem::take(&mut state.hints) {
+            let Some(target) = state.targets.get(&url) else {
+                continue;
+            };
+            match hint {
+                AppHint::Released { preboot: false } => target.start_restart(
+                    "a release succeeded without preboot: Heroku restarts its dynos",
+                ),
+                AppHint::Released { preboot: true } => {
+                    info!(
+                        "backend app={} url={} slow start: a release succeeded (preboot: the \
+                         new dynos are cold)",
+                        target.name(),
+                        target.url()
+                    );
+                    target.start_ramp();
+                }
+                AppHint::CheckNow => to_check.push(Arc::clone(target)),
+            }
+        }
         if let Some(check) = &self.first_check {
             let mut checks = tokio::task::JoinSet::new();
-            for target in fresh {
+            for target in to_check {
                 let check = check.clone();
                 checks.spawn(async move { check.check_target(&target).await });
             }
@@ -541,6 +607,7 @@ mod tests {
                 apps: self.apps.lock().expect("lock").clone(),
                 next_round_in: Some(Duration::ZERO),
                 incomplete: None,
+                hints: Vec::new(),
             })
         }
     }

@@ -42,6 +42,7 @@ impl AppSource for StaticSource {
             apps: self.apps.clone(),
             next_round_in: None,
             incomplete: None,
+            hints: Vec::new(),
         })
     }
 }

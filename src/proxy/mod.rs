@@ -27,17 +27,19 @@ mod forwarded;
 mod hop_headers;
 mod redirects;
 mod request_limits;
+mod retry_budget;
 
 pub use access_log::TARGET as ACCESS_LOG_TARGET;
 pub use forwarded::{IpCidr, TrustedHops};
 
-use crate::backend::AppTarget;
+use crate::backend::{AppTarget, UpgradedConnection};
 use crate::config::{Settings, UpstreamSettings};
 use crate::ejection::PassiveEjection;
 use crate::metrics::metrics;
 use crate::selection::{InFlight, Selector};
 use crate::status::StatusPage;
 use crate::sticky::StickyCookie;
+use crate::webhooks::WebhookReceiver;
 use access_log::{AccessRecord, LineCode};
 use async_trait::async_trait;
 use failures::{describe, error_status, line_code};
@@ -49,9 +51,23 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use retry_budget::RetryBudget;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Heroku's router gives a client 30 s to the first byte of its answer
+/// (H12): no retry starts that could not end before.
+const CLIENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The access line's word for the answer a retry went around.
+fn quick_refusal_label(status: u16) -> &'static str {
+    match status {
+        502 => "a quick 502 from the app",
+        503 => "a quick 503 from the app",
+        _ => "a quick 504 from the app",
+    }
+}
 
 /// Set in a peer's `group_key` to force a new connection (see `fresh_retry`);
 /// target ids never reach this bit.
@@ -74,6 +90,10 @@ pub struct AppProxy {
     dyno: Option<String>,
     /// Numbers the pool keys of tries that must use a new connection.
     fresh_connections: std::sync::atomic::AtomicU64,
+    /// Bounds the retries of answered requests (`retry_budget.rs`).
+    retry_budget: RetryBudget,
+    /// Heroku webhook deliveries, when `LB_WEBHOOK_SECRET` is set.
+    webhooks: Option<Arc<WebhookReceiver>>,
 }
 
 /// Per-request state.
@@ -111,6 +131,15 @@ pub struct RequestCtx {
     /// The upstream read timed out while the client had not sent its whole
     /// body: the client stalled, not the app (answered 408, blames no one).
     client_stalled: bool,
+    /// The app's quick 502/503/504 is retried on another app (decided in
+    /// `upstream_response_filter`, carried out by `error_while_proxy`).
+    retry_5xx: bool,
+    /// A duplicate of the upstream socket of a request asking for an
+    /// upgrade, kept until the answer says whether it was upgraded.
+    upstream_socket: Option<std::os::fd::OwnedFd>,
+    /// The upgraded connection, registered on its target so that a drain
+    /// can close it (`backend/drain.rs`); dropped with the context.
+    upgraded: Option<UpgradedConnection>,
     /// What the last failed try ran into, for the access line.
     last_failure: Option<&'static str>,
     /// We refused the request itself (Heroku's limits, framing).
@@ -156,7 +185,15 @@ impl AppProxy {
             rewrite_redirects: settings.rewrite_redirects,
             dyno: settings.dyno.clone(),
             fresh_connections: std::sync::atomic::AtomicU64::new(0),
+            retry_budget: RetryBudget::default(),
+            webhooks: None,
         }
+    }
+
+    /// Receive Heroku webhook deliveries with `receiver`.
+    pub fn with_webhooks(mut self, receiver: Arc<WebhookReceiver>) -> Self {
+        self.webhooks = Some(receiver);
+        self
     }
 
     /// The client as this request describes it, worked out once per request
@@ -171,6 +208,40 @@ impl AppProxy {
         let peer = ctx.peer.as_ref();
         ctx.client_view
             .get_or_insert_with(|| ClientView::of(session.req_header(), peer, &self.trusted_hops))
+    }
+
+    /// Whether an answered 502/503/504 goes to another app: an idempotent
+    /// request (GET, HEAD, OPTIONS, or one with an `Idempotency-Key`) whose
+    /// answer came within `retry_5xx_within` of sending it (Heroku's router
+    /// refuses at once while an app restarts; its H12 after 30 s never
+    /// qualifies), that another fit app has not seen, with time left before
+    /// the client's 30 s, and within the retry budget.
+    fn retries_quick_refusal(&self, session: &Session, ctx: &RequestCtx) -> bool {
+        let within = self.upstream.retry_5xx_within;
+        let quick = ctx
+            .try_started
+            .is_some_and(|started| started.elapsed() <= within);
+        if within.is_zero() || !quick {
+            return false;
+        }
+        let request = session.req_header();
+        let idempotent =
+            request.method.is_safe() || request.headers.contains_key("idempotency-key");
+        if !idempotent
+            || session.as_ref().retry_buffer_truncated()
+            || ctx.tried.len() > self.upstream.connect_retries
+            || ctx.started.elapsed() + within >= CLIENT_DEADLINE
+            || !self.selector.has_fit_untried(&ctx.tried)
+        {
+            return false;
+        }
+        let reason = if self.retry_budget.try_retry() {
+            "5xx_answer"
+        } else {
+            "budget_exhausted"
+        };
+        metrics().retries.with_label_values(&[reason]).inc();
+        reason == "5xx_answer"
     }
 
     /// The next backend for this request: its sticky backend when usable,
@@ -206,6 +277,9 @@ impl ProxyHttp for AppProxy {
             fresh_retry: false,
             stale_retried: false,
             client_stalled: false,
+            retry_5xx: false,
+            upstream_socket: None,
+            upgraded: None,
             last_failure: None,
             refused_request: false,
             admin: false,
@@ -251,6 +325,12 @@ impl ProxyHttp for AppProxy {
         if request_limits::stray_upgrade(session.req_header()) {
             session.req_header_mut().remove_header("upgrade");
         }
+        if let Some(webhooks) = &self.webhooks {
+            if webhooks.owns(session.req_header().uri.path()) {
+                ctx.admin = true;
+                return webhooks.receive(session).await;
+            }
+        }
         if self.status.owns(session.req_header().uri.path()) {
             ctx.admin = true;
             // The caller as a trusted hop names it, not the hop itself: a
@@ -286,6 +366,9 @@ impl ProxyHttp for AppProxy {
                 "backend address vanished",
             ));
         };
+        if ctx.tried.is_empty() && !fresh_retry {
+            self.retry_budget.request();
+        }
         if fresh_retry {
             // A pool key of its own that no other try uses: Pingora's pool
             // cannot hand back a pooled connection, so this try gets a new
@@ -343,7 +426,7 @@ impl ProxyHttp for AppProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -359,7 +442,6 @@ impl ProxyHttp for AppProxy {
             e.esource = ErrorSource::Upstream;
             return Err(e);
         }
-        ctx.upstream_status = Some(status);
         if let Some(target) = &ctx.target {
             if let Some(started) = ctx.try_started {
                 target
@@ -367,6 +449,24 @@ impl ProxyHttp for AppProxy {
                     .observe_latency(started.elapsed().as_secs_f64());
             }
             self.ejection.answered(target, status);
+        }
+        if matches!(status, 502..=504) && self.retries_quick_refusal(session, ctx) {
+            ctx.retry_5xx = true;
+            ctx.last_failure = Some(quick_refusal_label(status));
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                "the app's router refused at once; retried on another app",
+            );
+            e.esource = ErrorSource::Upstream;
+            return Err(e);
+        }
+        ctx.upstream_status = Some(status);
+        if status == 101 {
+            if let (Some(socket), Some(target)) = (ctx.upstream_socket.take(), &ctx.target) {
+                ctx.upgraded = Some(target.register_upgraded(socket));
+            }
+        } else {
+            ctx.upstream_socket = None;
         }
         Ok(())
     }
@@ -466,6 +566,11 @@ impl ProxyHttp for AppProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        // Heroku's router refused at once (decided in upstream_response_filter).
+        if std::mem::take(&mut ctx.retry_5xx) {
+            e.set_retry(true);
+            return e;
+        }
         // The client went away: nothing to retry, and not the app's fault.
         if e.esource() == &ErrorSource::Downstream {
             e.set_retry(false);
@@ -579,15 +684,23 @@ impl ProxyHttp for AppProxy {
 
     async fn connected_to_upstream(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _reused: bool,
         _peer: &HttpPeer,
-        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.connect_ms = ctx.try_started.map(|started| started.elapsed().as_millis());
+        #[cfg(unix)]
+        if session.is_upgrade_req() {
+            // SAFETY: Pingora passes the descriptor of the upstream socket
+            // it holds open for the whole of this call; we only duplicate
+            // it (dup(2)) into a descriptor of our own, closed when we drop it.
+            let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            ctx.upstream_socket = socket.try_clone_to_owned().ok();
+        }
         Ok(())
     }
 

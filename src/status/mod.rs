@@ -40,6 +40,7 @@ use crate::events::events;
 use crate::metrics::{self, metrics};
 use crate::selection::Policy;
 use crate::time;
+use crate::webhooks::{WebhookReceiver, WebhookView};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::lb::selection::RoundRobin;
@@ -68,6 +69,9 @@ pub struct StatusSnapshot {
     /// with an address (`selection.rs`).
     pub panic: bool,
     pub discovery: DiscoveryView,
+    /// Heroku webhooks, when they are on (`LB_WEBHOOK_SECRET`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<WebhookView>,
     pub backends: Vec<BackendView>,
     /// The last events (`events.rs`), newest first.
     pub events: Vec<EventView>,
@@ -125,8 +129,12 @@ pub struct BackendView {
     pub url: String,
     /// Takes traffic now.
     pub healthy: bool,
-    /// Why not, when not: `unresolved`, `not admitted` (no check has passed yet), `ejected`, `failing checks`.
+    /// Why not, when not: `unresolved`, `not admitted` (no check has passed
+    /// yet), `ejected`, `draining` (restarting after a release without
+    /// preboot), `failing checks`.
     pub state: &'static str,
+    /// Its share of its weight now, in percent: below 100 while it slow-starts.
+    pub share_percent: u32,
     pub weight: usize,
     pub address: Option<String>,
     pub last_check: Option<String>,
@@ -160,6 +168,9 @@ pub struct StatusPage {
     instance: Option<String>,
     token: Option<String>,
     prefix: String,
+    webhooks: Option<Arc<WebhookReceiver>>,
+    /// The slow-start window, to show each backend's share.
+    slow_start: std::time::Duration,
 }
 
 impl StatusPage {
@@ -181,7 +192,21 @@ impl StatusPage {
             instance,
             token,
             prefix,
+            webhooks: None,
+            slow_start: std::time::Duration::ZERO,
         }
+    }
+
+    /// Show the last Heroku webhook `receiver` took.
+    pub fn with_webhooks(mut self, receiver: Option<Arc<WebhookReceiver>>) -> Self {
+        self.webhooks = receiver;
+        self
+    }
+
+    /// Show each backend's share within a slow start over `window`.
+    pub fn with_slow_start(mut self, window: std::time::Duration) -> Self {
+        self.slow_start = window;
+        self
     }
 
     /// Whether `path` belongs to the balancer rather than the apps.
@@ -202,6 +227,7 @@ impl StatusPage {
                     target,
                     backend.weight,
                     self.lb.backends().ready(backend),
+                    self.slow_start,
                 ))
             })
             .collect();
@@ -241,6 +267,7 @@ impl StatusPage {
                     .as_ref()
                     .and_then(|api| api.rate_limit_remaining()),
             },
+            webhooks: self.webhooks.as_ref().map(|receiver| receiver.view()),
             backends,
             events: events()
                 .recent()
@@ -462,7 +489,12 @@ impl StatusPage {
     }
 }
 
-fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> BackendView {
+fn backend_view(
+    target: &AppTarget,
+    weight: usize,
+    pingora_healthy: bool,
+    slow_start: std::time::Duration,
+) -> BackendView {
     let (last, consecutive_failures) = target.health_view();
     let recent = target.metrics.recent.figures();
     let state = if target.addr().is_none() {
@@ -471,6 +503,8 @@ fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> Bac
         "not admitted"
     } else if target.is_ejected() {
         "ejected"
+    } else if target.is_draining() {
+        "draining"
     } else if !pingora_healthy {
         "failing checks"
     } else {
@@ -481,6 +515,7 @@ fn backend_view(target: &AppTarget, weight: usize, pingora_healthy: bool) -> Bac
         url: target.url_text().to_string(),
         healthy: state == "healthy",
         state,
+        share_percent: target.share(slow_start) * 100 / crate::backend::FULL_SHARE,
         weight,
         address: target.addr().map(|addr| addr.to_string()),
         last_check_ok: last.as_ref().map(|outcome| outcome.ok),
@@ -588,12 +623,14 @@ mod tests {
                 api_requests: None,
                 api_rate_limit_remaining: None,
             },
+            webhooks: None,
             backends: vec![
                 BackendView {
                     name: "shop-1".into(),
                     url: "https://shop-1.herokuapp.com".into(),
                     healthy: true,
                     state: "healthy",
+                    share_percent: 100,
                     weight: 1,
                     address: Some("127.0.0.1:443".into()),
                     last_check: Some("ok".into()),
@@ -615,6 +652,7 @@ mod tests {
                     url: "https://shop-2.herokuapp.com".into(),
                     healthy: false,
                     state: "failing checks",
+                    share_percent: 100,
                     weight: 1,
                     address: Some("127.0.0.1:443".into()),
                     last_check: Some("status 503".into()),

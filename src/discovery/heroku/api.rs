@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 const ACCEPT_V3: &str = "application/vnd.heroku+json; version=3";
 const ACCEPT_FILTERS: &str = "application/vnd.heroku+json; version=3.filters";
+/// App webhooks are served under their own variant, as the Heroku CLI asks.
+const ACCEPT_WEBHOOKS: &str = "application/vnd.heroku+json; version=3.webhooks";
 /// The largest page Heroku serves; fewer pages, fewer requests.
 const FIRST_RANGE: &str = "id ..; max=1000";
 /// A list longer than this many pages is treated as an error (a looping `Next-Range`).
@@ -59,6 +61,19 @@ pub struct App {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Formation {
     pub quantity: u32,
+}
+
+/// `GET /apps/{id}/webhooks` item, and `POST /apps/{id}/webhooks`'s answer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+}
+
+/// `GET /apps/{id}/features/{name}`
+#[derive(Debug, Clone, Deserialize)]
+pub struct Feature {
+    pub enabled: bool,
 }
 
 /// What went wrong with one API call.
@@ -304,6 +319,72 @@ impl PlatformApi {
         match self.get(&path, None, None).await? {
             (StatusCode::OK, _, body) => parse(&self.what("GET", &path), &body).map(Some),
             (StatusCode::NOT_FOUND, _, _) => Ok(None),
+            (status, _, body) => Err(self.status_error("GET", &path, status, &body)),
+        }
+    }
+
+    /// The app's webhook subscriptions, all pages.
+    pub async fn webhooks(&self, app_id: &str) -> Result<Vec<Webhook>, ApiError> {
+        let path = format!("/apps/{}/webhooks", path_segment(app_id));
+        match self
+            .list(Method::GET, &path, ACCEPT_WEBHOOKS, None, None)
+            .await?
+        {
+            Conditional::Fresh { value, .. } => Ok(value),
+            Conditional::NotModified => Ok(Vec::new()),
+        }
+    }
+
+    /// Subscribe `url` to the app's events of `include`, signed with
+    /// `secret`, delivered with retries (`level: sync`).
+    pub async fn create_webhook(
+        &self,
+        app_id: &str,
+        url: &str,
+        secret: &str,
+        include: &[&str],
+    ) -> Result<Webhook, ApiError> {
+        let path = format!("/apps/{}/webhooks", path_segment(app_id));
+        let body = serde_json::json!({
+            "include": include,
+            "level": "sync",
+            "url": url,
+            "secret": secret,
+        });
+        let request = self
+            .request(Method::POST, &path, ACCEPT_WEBHOOKS)
+            .json(&body);
+        match self.send("POST", &path, request).await? {
+            (StatusCode::OK | StatusCode::CREATED, _, body) => {
+                parse(&self.what("POST", &path), &body)
+            }
+            (status, _, body) => Err(self.status_error("POST", &path, status, &body)),
+        }
+    }
+
+    /// Remove one of the app's webhook subscriptions (gone already: fine).
+    pub async fn delete_webhook(&self, app_id: &str, webhook_id: &str) -> Result<(), ApiError> {
+        let path = format!(
+            "/apps/{}/webhooks/{}",
+            path_segment(app_id),
+            path_segment(webhook_id)
+        );
+        let request = self.request(Method::DELETE, &path, ACCEPT_WEBHOOKS);
+        match self.send("DELETE", &path, request).await? {
+            (status, _, _) if status.is_success() || status == StatusCode::NOT_FOUND => Ok(()),
+            (status, _, body) => Err(self.status_error("DELETE", &path, status, &body)),
+        }
+    }
+
+    /// Whether the app has preboot on (`heroku features:enable preboot`):
+    /// then a release starts the new dynos before the old ones stop.
+    pub async fn preboot(&self, app_id: &str) -> Result<bool, ApiError> {
+        let path = format!("/apps/{}/features/preboot", path_segment(app_id));
+        match self.get(&path, None, None).await? {
+            (StatusCode::OK, _, body) => {
+                parse::<Feature>(&self.what("GET", &path), &body).map(|feature| feature.enabled)
+            }
+            (StatusCode::NOT_FOUND, _, _) => Ok(false),
             (status, _, body) => Err(self.status_error("GET", &path, status, &body)),
         }
     }

@@ -31,8 +31,10 @@
 //! `app_refresh_interval`.
 
 pub mod api;
+pub mod subscriptions;
 
-use super::{AppSource, AppSpec, Round, SourceError};
+use super::lookups::{AppLookups, Look};
+use super::{AppHint, AppSource, AppSpec, Round, SourceError};
 use crate::backend::BackendUrl;
 use crate::config::PipelineSettings;
 use api::{ApiError, ApiStats, App, Conditional, Coupling, PlatformApi};
@@ -41,6 +43,7 @@ use log::{info, warn};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use subscriptions::Subscriptions;
 
 /// Rounds run this much slower while the rate-limit reserve is reached.
 const SLOWDOWN_FACTOR: u32 = 4;
@@ -63,6 +66,8 @@ struct KnownApp {
     formation_checked: Instant,
     /// Why the app is left out, if it is; logged when it changes.
     excluded: Option<String>,
+    /// Whether preboot is on, and when that was looked up (on a release).
+    preboot: Option<(bool, Instant)>,
 }
 
 /// State between rounds (rounds never overlap; a tokio mutex since it is held across awaits).
@@ -80,6 +85,13 @@ struct PipelineState {
     filters_supported: bool,
     failures: u32,
     slowed_down: bool,
+    /// When the couplings are due again: rounds in between only look at
+    /// the apps a webhook named.
+    next_couplings: Option<Instant>,
+    /// Webhook subscriptions, with `LB_WEBHOOK_URL`.
+    subscriptions: Option<Subscriptions>,
+    /// Looks that failed, asked again with the next poll of the couplings.
+    retry_looks: HashMap<String, Look>,
 }
 
 /// The Heroku pipeline source.
@@ -87,6 +99,8 @@ pub struct PipelineSource {
     settings: PipelineSettings,
     api: Arc<PlatformApi>,
     state: tokio::sync::Mutex<PipelineState>,
+    /// Apps a webhook asked to look at now.
+    lookups: Arc<AppLookups>,
 }
 
 impl PipelineSource {
@@ -106,8 +120,24 @@ impl PipelineSource {
                 filters_supported: true,
                 failures: 0,
                 slowed_down: false,
+                next_couplings: None,
+                retry_looks: HashMap::new(),
+                subscriptions: settings.webhooks.as_ref().and_then(|webhooks| {
+                    let url = webhooks.public_url.as_deref()?;
+                    Some(Subscriptions::new(
+                        url,
+                        &settings.admin_prefix,
+                        &webhooks.secret,
+                    ))
+                }),
             }),
+            lookups: Arc::new(AppLookups::default()),
         })
+    }
+
+    /// The queue the webhook receiver fills (`webhooks.rs`).
+    pub fn lookups(&self) -> Arc<AppLookups> {
+        Arc::clone(&self.lookups)
     }
 
     /// Request count and `RateLimit-Remaining`, for status and metrics.
@@ -120,6 +150,77 @@ impl PipelineSource {
     /// take traffic and what went wrong with the others.
     async fn run(&self, state: &mut PipelineState) -> Result<RoundResult, ApiError> {
         let deadline = tokio::time::Instant::now() + ROUND_BUDGET;
+        let mut result = RoundResult::default();
+        let couplings_due = state.next_couplings.is_none_or(|due| due <= Instant::now());
+        result.polled = couplings_due;
+        if couplings_due {
+            self.poll_couplings(state).await?;
+        }
+        let ids: Vec<String> = state
+            .couplings
+            .iter()
+            .filter(|coupling| coupling.stage == self.settings.stage)
+            .map(|coupling| coupling.app.id.clone())
+            .collect();
+        state.apps.retain(|id, _| ids.contains(id));
+        state.unavailable.retain(|id, _| ids.contains(id));
+
+        let mut looks = self.lookups.take();
+        if couplings_due {
+            for (id, look) in std::mem::take(&mut state.retry_looks) {
+                looks.entry(id).or_default().merge(look);
+            }
+        }
+        if !looks.is_empty() {
+            self.look_at(state, looks, &mut result).await;
+        }
+        if couplings_due {
+            // New apps (and those whose lookup failed before) are looked up
+            // at once, whatever it costs.
+            let new: Vec<String> = ids
+                .iter()
+                .filter(|id| !state.apps.contains_key(*id) && !state.unavailable.contains_key(*id))
+                .cloned()
+                .collect();
+            if !new.is_empty() {
+                self.look_up_new(state, &new, deadline, &mut result).await;
+            } else {
+                // Known apps: the one spare request goes to the most overdue refresh.
+                self.refresh_most_overdue(state, &mut result).await;
+            }
+            self.sync_subscriptions(state).await;
+        }
+
+        for id in &ids {
+            let Some(known) = state.apps.get_mut(id) else {
+                // Not looked up yet, left out, or deleted meanwhile.
+                continue;
+            };
+            match self.spec_for(known) {
+                Ok(spec) => {
+                    if known.excluded.take().is_some() {
+                        info!("app={} back in rotation", known.app.name);
+                    }
+                    result.apps.push(spec);
+                }
+                Err(reason) => {
+                    if known.excluded.as_deref() != Some(reason.as_str()) {
+                        if reason.starts_with("web_url") {
+                            warn!("app={} skipped: {reason}", known.app.name);
+                        } else {
+                            info!("app={} left out: {reason}", known.app.name);
+                        }
+                        known.excluded = Some(reason);
+                    }
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// The pipeline's id (looked up once by name) and its couplings (a 304
+    /// when unchanged). A failure here fails the round.
+    async fn poll_couplings(&self, state: &mut PipelineState) -> Result<(), ApiError> {
         let pipeline_id = match &state.pipeline_id {
             Some(id) => id.clone(),
             None => {
@@ -149,55 +250,115 @@ impl PipelineSource {
                 state.couplings_etag = etag;
             }
         }
-        let ids: Vec<String> = state
-            .couplings
-            .iter()
-            .filter(|coupling| coupling.stage == self.settings.stage)
-            .map(|coupling| coupling.app.id.clone())
-            .collect();
-        state.apps.retain(|id, _| ids.contains(id));
-        state.unavailable.retain(|id, _| ids.contains(id));
+        Ok(())
+    }
 
-        let mut result = RoundResult::default();
-        // New apps (and those whose lookup failed before) are looked up at
-        // once, whatever it costs.
-        let new: Vec<String> = ids
-            .iter()
-            .filter(|id| !state.apps.contains_key(*id) && !state.unavailable.contains_key(*id))
-            .cloned()
-            .collect();
-        if !new.is_empty() {
-            self.look_up_new(state, &new, deadline, &mut result).await;
-        } else {
-            // Known apps: the one spare request goes to the most overdue refresh.
-            self.refresh_most_overdue(state, &mut result).await;
-        }
-
-        for id in &ids {
-            let Some(known) = state.apps.get_mut(id) else {
-                // Not looked up yet, left out, or deleted meanwhile.
+    /// The looks a webhook asked for, one or two API calls each, for the
+    /// apps of the stage that are known (an app not yet known is looked up
+    /// as new when the couplings list it). What failed is asked again.
+    async fn look_at(
+        &self,
+        state: &mut PipelineState,
+        looks: HashMap<String, Look>,
+        result: &mut RoundResult,
+    ) {
+        let now = Instant::now();
+        for (id, look) in looks {
+            let Some(known) = state.apps.get(&id) else {
                 continue;
             };
-            match self.spec_for(known) {
-                Ok(spec) => {
-                    if known.excluded.take().is_some() {
-                        info!("app={} back in rotation", known.app.name);
-                    }
-                    result.apps.push(spec);
-                }
-                Err(reason) => {
-                    if known.excluded.as_deref() != Some(reason.as_str()) {
-                        if reason.starts_with("web_url") {
-                            warn!("app={} skipped: {reason}", known.app.name);
-                        } else {
-                            info!("app={} left out: {reason}", known.app.name);
+            let app = known.app.clone();
+            let mut again = Look::default();
+            if look.details {
+                match self.api.app(&id).await {
+                    Ok(fresh) => {
+                        if let Some(entry) = state.apps.get_mut(&id) {
+                            entry.app = fresh;
                         }
-                        known.excluded = Some(reason);
+                    }
+                    Err(error) => {
+                        again.details = !matches!(error.status(), Some(403 | 404));
+                        result.failed(error, 1);
                     }
                 }
             }
+            if look.formation {
+                match self.fetch_quantity(&app).await {
+                    Ok(quantity) => {
+                        if let Some(entry) = state.apps.get_mut(&id) {
+                            entry.web_quantity = quantity;
+                            entry.formation_checked = now;
+                        }
+                    }
+                    Err(error) => {
+                        again.formation = true;
+                        result.failed(error, 1);
+                    }
+                }
+            }
+            let url = app
+                .web_url
+                .as_deref()
+                .and_then(|web_url| BackendUrl::parse(web_url).ok());
+            if look.released {
+                let cached = state
+                    .apps
+                    .get(&id)
+                    .and_then(|known| known.preboot)
+                    .filter(|(_, at)| at.elapsed() < self.settings.app_refresh_interval);
+                let preboot = match cached {
+                    Some((preboot, _)) => Some(preboot),
+                    None => match self.api.preboot(&id).await {
+                        Ok(preboot) => {
+                            if let Some(entry) = state.apps.get_mut(&id) {
+                                entry.preboot = Some((preboot, now));
+                            }
+                            Some(preboot)
+                        }
+                        Err(error) => {
+                            again.released = true;
+                            result.failed(error, 1);
+                            None
+                        }
+                    },
+                };
+                if let (Some(preboot), Some(url)) = (preboot, &url) {
+                    result
+                        .hints
+                        .push((url.clone(), AppHint::Released { preboot }));
+                }
+            }
+            if look.check {
+                if let Some(url) = url {
+                    result.hints.push((url, AppHint::CheckNow));
+                }
+            }
+            if again != Look::default() {
+                // Asked again with the next poll, not at once: a failing API
+                // must not be hammered every tick.
+                state.retry_looks.entry(id).or_default().merge(again);
+            }
         }
-        Ok(result)
+    }
+
+    /// Subscribe the stage's apps to their webhooks, with `LB_WEBHOOK_URL`,
+    /// while the rate limit allows.
+    async fn sync_subscriptions(&self, state: &mut PipelineState) {
+        let Some(subscriptions) = state.subscriptions.as_mut() else {
+            return;
+        };
+        let low = self
+            .api
+            .stats()
+            .rate_limit_remaining()
+            .is_some_and(|remaining| remaining < self.settings.rate_limit_reserve);
+        if low {
+            return;
+        }
+        let known: Vec<String> = state.apps.keys().cloned().collect();
+        if let Some(error) = subscriptions.sync(&self.api, &known).await {
+            warn!("webhook subscriptions: {error}; tried again next round");
+        }
     }
 
     /// Look up apps seen for the first time: their records in one request,
@@ -270,6 +431,7 @@ impl PipelineSource {
                             web_quantity,
                             formation_checked: Instant::now(),
                             excluded: None,
+                            preboot: None,
                         },
                     );
                 }
@@ -293,13 +455,20 @@ impl PipelineSource {
     async fn refresh_most_overdue(&self, state: &mut PipelineState, result: &mut RoundResult) {
         let now = Instant::now();
         let refresh = self.settings.app_refresh_interval;
+        // With webhooks flowing, a scale-up comes as an event: polling is
+        // the safety net, and apps out for lack of dynos wait like the rest.
+        let zero_dyno_wait = if self.lookups.flowing(refresh) {
+            refresh
+        } else {
+            self.settings.interval
+        };
         let details_due = (!state.apps.is_empty()).then_some(state.apps_checked + refresh);
         let formation_due = state
             .apps
             .values()
             .map(|known| {
                 let wait = if known.web_quantity == 0 && known.app.web_url.is_some() {
-                    self.settings.interval
+                    zero_dyno_wait
                 } else {
                     refresh
                 };
@@ -463,6 +632,10 @@ impl AppSource for PipelineSource {
         )
     }
 
+    fn wants_round(&self) -> bool {
+        self.lookups.waiting()
+    }
+
     async fn round(&self) -> Result<Round, SourceError> {
         let mut state = self.state.lock().await;
         match self.run(&mut state).await {
@@ -470,26 +643,37 @@ impl AppSource for PipelineSource {
                 // A 429 on a per-app lookup backs the next round off as a
                 // failed round would; other per-app failures retry at the
                 // normal interval.
-                let next_round_in = match &result.rate_limited {
-                    Some(error) => {
+                let now = Instant::now();
+                let next_round_in = match (&result.rate_limited, result.polled) {
+                    (Some(error), _) => {
                         state.failures += 1;
                         self.backoff(error, state.failures)
                     }
-                    None => {
+                    (None, true) => {
                         state.failures = 0;
                         self.next_round_in(&mut state)
                     }
+                    // Only looks: the next poll keeps its time.
+                    (None, false) => state
+                        .next_couplings
+                        .map_or(Duration::ZERO, |due| due.saturating_duration_since(now)),
                 };
+                if result.polled || result.rate_limited.is_some() {
+                    state.next_couplings = Some(now + next_round_in);
+                }
                 Ok(Round {
                     apps: result.apps,
                     next_round_in: Some(next_round_in),
                     incomplete: result.problem.map(|(error, apps)| {
                         format!("{apps} app lookup(s) left for the next round, first: {error}")
                     }),
+                    hints: result.hints,
                 })
             }
             Err(error) => {
                 state.failures += 1;
+                // Failed at the couplings: the next try is the next poll.
+                state.next_couplings = None;
                 Err(SourceError {
                     retry_in: self.backoff(&error, state.failures),
                     message: error.to_string(),
@@ -502,7 +686,11 @@ impl AppSource for PipelineSource {
 /// What one round of `PipelineSource::run` found.
 #[derive(Default)]
 struct RoundResult {
+    /// The couplings were polled (a regular round, not only looks).
+    polled: bool,
     apps: Vec<AppSpec>,
+    /// What webhooks said beyond the set: releases, dynos to check now.
+    hints: Vec<(BackendUrl, AppHint)>,
     /// The first per-app failure and how many apps failed in all.
     problem: Option<(ApiError, usize)>,
     /// A 429 answered one of the lookups.
@@ -558,6 +746,8 @@ mod tests {
             api_timeout: Duration::from_secs(1),
             rate_limit_reserve: 500,
             weight_by_dynos: true,
+            webhooks: None,
+            admin_prefix: "/_lb/".into(),
         }
     }
 
@@ -602,6 +792,7 @@ mod tests {
             web_quantity,
             formation_checked: Instant::now(),
             excluded: None,
+            preboot: None,
         };
         let spec = source
             .spec_for(&known(

@@ -19,21 +19,29 @@
 //! Health is therefore keyed by [`health_key`] (the target's number alone),
 //! which Pingora's `HealthRegistry` accepts as its equivalence key: health,
 //! ejection and admission all stay with the app across weight changes.
+//!
+//! Files: this one is the identity and the live state; `admission.rs` is
+//! when a target may take traffic (first check, rise/fall, passive
+//! ejection, slow start, a restart after a release); `drain.rs` closes the
+//! upgraded connections of a target that leaves.
+
+mod admission;
+mod drain;
+
+pub use admission::{CheckOutcome, FULL_SHARE, RAMP_FLOOR};
+pub use drain::UpgradedConnection;
 
 pub use crate::values::BackendUrl;
 
 use crate::config::UpstreamSettings;
-use crate::events::{self, EventKind};
-use crate::metrics::{metrics, TargetMetrics};
+use crate::metrics::TargetMetrics;
 use arc_swap::ArcSwapOption;
-use log::{info, warn};
 use pingora::lb::Backend;
 use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
 
 /// Counters the proxy keeps per backend, for status and metrics.
 #[derive(Debug, Default)]
@@ -46,34 +54,14 @@ pub struct TargetCounters {
     pub connect_failures: AtomicU64,
 }
 
-/// The outcome of the last active health check.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckOutcome {
-    pub ok: bool,
-    /// `ok`, or the reason it failed: `refused`, `timeout`, `status 503` …
-    pub detail: String,
-    pub at: SystemTime,
-}
-
-/// Health as heroku-lb tracks it beside Pingora's own health flag.
-#[derive(Debug, Default)]
-struct HealthRecord {
-    last: Option<CheckOutcome>,
-    consecutive_failures: u32,
-    consecutive_successes: u32,
-    /// Active checks have failed `fall` times in a row and not yet passed
-    /// `rise` times: the same rule Pingora's health flag follows (it starts
-    /// healthy too), tracked here so the transition can be recorded as an event.
-    checks_failing: bool,
-}
-
 /// One backend app and its live state, shared by discovery, the health check,
 /// the proxy and status through `Backend.ext`.
 ///
 /// Besides Pingora's health flag (rise/fall over active checks), a target
 /// takes traffic only when it is *admitted* (Pingora starts new backends
-/// healthy; we wait for their first passing check) and not *ejected* (failures
-/// seen on live traffic take it out at once, until active checks pass again).
+/// healthy; we wait for their first passing check), not *ejected* (failures
+/// seen on live traffic take it out at once, until active checks pass again)
+/// and not *draining* (`admission.rs`).
 #[derive(Debug)]
 pub struct AppTarget {
     /// Number given by discovery, unique per URL for the life of the process;
@@ -103,7 +91,21 @@ pub struct AppTarget {
     /// its next good answer, so each run of failures is logged once.
     cap_logged: AtomicBool,
     /// Written by checks, read by status; never touched on the request path.
-    health: Mutex<HealthRecord>,
+    health: Mutex<admission::HealthRecord>,
+    /// Slow start: when the ramp to a full share began (`time::monotonic_ms`;
+    /// 0: at full share), and the credit round robin spends on it.
+    ramp_since_ms: AtomicU64,
+    ramp_credit: AtomicU32,
+    /// Admission starts a slow start; off for the targets of the very first
+    /// discovery round (nothing else is warm either, as HAProxy's slowstart
+    /// does not apply at startup).
+    ramp_on_admission: AtomicBool,
+    /// No new requests: restarting after a release without preboot (back
+    /// after `rise` passing checks), or leaving the pipeline.
+    draining: AtomicBool,
+    /// Upgraded connections in flight, closed `drain_timeout` after the
+    /// target leaves.
+    upgraded: Mutex<drain::UpgradedSet>,
     /// Requests at this backend now (see `selection::InFlight`).
     in_flight: AtomicUsize,
     /// This target's sticky-cookie token, computed on first use (`sticky.rs`).
@@ -137,7 +139,12 @@ impl AppTarget {
             ejected: AtomicBool::new(false),
             consecutive_5xx: AtomicU32::new(0),
             cap_logged: AtomicBool::new(false),
-            health: Mutex::new(HealthRecord::default()),
+            health: Mutex::new(admission::HealthRecord::default()),
+            ramp_since_ms: AtomicU64::new(0),
+            ramp_credit: AtomicU32::new(0),
+            ramp_on_admission: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            upgraded: Mutex::new(drain::UpgradedSet::default()),
             in_flight: AtomicUsize::new(0),
             sticky_token: OnceLock::new(),
             stride_pass: AtomicU64::new(0),
@@ -240,10 +247,11 @@ impl AppTarget {
     }
 
     /// Whether selection may pick this target (Pingora's health aside):
-    /// resolved, admitted by a first passing check, not ejected.
+    /// resolved, admitted by a first passing check, not ejected, not draining.
     pub fn routable(&self) -> bool {
         self.admitted.load(Ordering::Relaxed)
             && !self.ejected.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
             && self.addr.load().is_some()
     }
 
@@ -269,125 +277,6 @@ impl AppTarget {
         options.read_timeout = Some(upstream.first_byte_timeout);
         options.idle_timeout = Some(upstream.idle_timeout);
         Some(peer)
-    }
-
-    /// Record an active check. `rise` passing checks in a row end an ejection
-    /// and a run of failures; `fall` failing ones start such a run. Pingora
-    /// logs its own health transitions; the events for status are recorded
-    /// here, and returned (the caller has no use for them but tests do).
-    pub fn record_check(&self, outcome: CheckOutcome, rise: u32, fall: u32) -> Vec<EventKind> {
-        let mut recorded = Vec::new();
-        let mut record = |kind: EventKind, text: String| {
-            events::record(kind, Some(&self.name), text);
-            recorded.push(kind);
-        };
-        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        if outcome.ok {
-            health.consecutive_failures = 0;
-            health.consecutive_successes = health.consecutive_successes.saturating_add(1);
-            if !self.admitted.swap(true, Ordering::Relaxed) {
-                info!(
-                    "backend app={} url={} admitted: first health check passed",
-                    self.name, self.url
-                );
-                record(EventKind::Admitted, "first health check passed".into());
-            }
-            if health.checks_failing && health.consecutive_successes >= rise.max(1) {
-                health.checks_failing = false;
-                record(EventKind::Up, format!("{rise} health checks passed"));
-            }
-            if health.consecutive_successes >= rise && self.ejected.swap(false, Ordering::Relaxed) {
-                self.consecutive_5xx.store(0, Ordering::Relaxed);
-                info!(
-                    "backend app={} url={} ejected -> healthy reason=\"{rise} health checks passed\"",
-                    self.name, self.url
-                );
-                record(
-                    EventKind::EjectionEnded,
-                    format!("ejected -> healthy: {rise} health checks passed"),
-                );
-            }
-        } else {
-            health.consecutive_successes = 0;
-            health.consecutive_failures = health.consecutive_failures.saturating_add(1);
-            if !health.checks_failing && health.consecutive_failures >= fall.max(1) {
-                health.checks_failing = true;
-                record(
-                    EventKind::Down,
-                    format!(
-                        "{} health checks failed, last: {}",
-                        health.consecutive_failures, outcome.detail
-                    ),
-                );
-            }
-        }
-        health.last = Some(outcome);
-        recorded
-    }
-
-    /// The last check and the failures in a row, for status.
-    pub fn health_view(&self) -> (Option<CheckOutcome>, u32) {
-        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        (health.last.clone(), health.consecutive_failures)
-    }
-
-    /// Take the target out of rotation now, because of live traffic.
-    /// Returns whether this call ejected it. Only `ejection.rs` calls this,
-    /// after checking the ejection cap.
-    pub(crate) fn eject(&self, reason: &str) -> bool {
-        if self.ejected.swap(true, Ordering::Relaxed) {
-            return false;
-        }
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .consecutive_successes = 0;
-        self.cap_logged.store(false, Ordering::Relaxed);
-        metrics()
-            .passive_ejections
-            .with_label_values(&[self.name.as_str()])
-            .inc();
-        warn!(
-            "backend app={} url={} healthy -> ejected reason=\"{reason}\"",
-            self.name, self.url
-        );
-        events::record(
-            EventKind::Ejected,
-            Some(&self.name),
-            format!("healthy -> ejected: {reason}"),
-        );
-        true
-    }
-
-    /// Whether the ejection cap keeping this target in still has to be
-    /// logged: true once per run of failures.
-    pub(crate) fn first_capped(&self) -> bool {
-        !self.cap_logged.swap(true, Ordering::Relaxed)
-    }
-
-    /// Record a live response. Returns the failures in a row when a 5xx
-    /// brought them to `threshold` or more (0: never), i.e. when the target
-    /// should be ejected.
-    pub fn record_response(&self, status: u16, threshold: u32) -> Option<u32> {
-        if status >= 500 {
-            self.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
-            self.record_failure(threshold)
-        } else {
-            if self.consecutive_5xx.load(Ordering::Relaxed) != 0 {
-                self.consecutive_5xx.store(0, Ordering::Relaxed);
-            }
-            if self.cap_logged.load(Ordering::Relaxed) {
-                self.cap_logged.store(false, Ordering::Relaxed);
-            }
-            None
-        }
-    }
-
-    /// Record a failure on live traffic that is not a 5xx answer (a read
-    /// timeout); it extends the same run as 5xx answers do.
-    pub fn record_failure(&self, threshold: u32) -> Option<u32> {
-        let run = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
-        (threshold > 0 && run >= threshold).then_some(run)
     }
 }
 
@@ -459,43 +348,6 @@ mod tests {
             "other".into(),
         ));
         assert_ne!(health_key(&two), health_key(&other.backend(2)));
-    }
-
-    #[test]
-    fn checks_record_admission_down_after_fall_and_up_after_rise_as_events() {
-        let target = AppTarget::new(
-            8,
-            BackendUrl::parse("http://events.test").expect("url"),
-            "events-test-app".into(),
-        );
-        let check = |ok: bool| CheckOutcome {
-            ok,
-            detail: if ok { "ok" } else { "status 503" }.into(),
-            at: SystemTime::now(),
-        };
-        let (rise, fall) = (2, 3);
-        let mut seen = Vec::new();
-        for ok in [true, false, false, false, false, true, true, true] {
-            seen.extend(target.record_check(check(ok), rise, fall));
-        }
-        assert_eq!(
-            seen,
-            [EventKind::Admitted, EventKind::Down, EventKind::Up],
-            "admitted on the first pass, down on the third failure, up on the second pass"
-        );
-        // A new backend failing from the start goes down once, then one pass
-        // with rise 1 both admits it and brings it up.
-        let fresh = AppTarget::new(
-            9,
-            BackendUrl::parse("http://events2.test").expect("url"),
-            "events-test-app-2".into(),
-        );
-        assert_eq!(fresh.record_check(check(false), 1, 1), [EventKind::Down]);
-        assert!(fresh.record_check(check(false), 1, 1).is_empty());
-        assert_eq!(
-            fresh.record_check(check(true), 1, 1),
-            [EventKind::Admitted, EventKind::Up]
-        );
     }
 
     #[test]
