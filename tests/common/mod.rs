@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod browser;
+pub mod deploy_day;
 pub mod dockerfile;
 pub mod heroku_api;
 pub mod lb;
