@@ -16,7 +16,7 @@ use heroku_lb::ejection::PassiveEjection;
 use heroku_lb::health::AppHealthCheck;
 use heroku_lb::logging;
 use heroku_lb::proxy::AppProxy;
-use heroku_lb::selection::Selector;
+use heroku_lb::selection::{AdmissionQueue, Selector};
 use heroku_lb::shutdown::ShutdownReport;
 use heroku_lb::status::StatusPage;
 use heroku_lb::sticky::StickyCookie;
@@ -125,6 +125,12 @@ fn main() {
         }
         _ => None,
     };
+    let mut selector = Selector::new(Arc::clone(&lb), settings.policy, settings.slow_start);
+    if let Some(queueing) = &settings.queueing {
+        let queue = AdmissionQueue::new(queueing.max, queueing.timeout);
+        selector = selector.with_caps(queueing.max_in_flight_per_dyno, Arc::new(queue));
+    }
+    let selector = Arc::new(selector);
     let status = StatusPage::new(
         Arc::clone(&lb),
         settings.policy,
@@ -135,19 +141,13 @@ fn main() {
         settings.admin_prefix.clone(),
     )
     .with_webhooks(webhooks.clone())
-    .with_slow_start(settings.slow_start);
+    .with_selector(Arc::clone(&selector));
     let ejection = PassiveEjection::new(
         Arc::clone(&lb),
         settings.health.passive_5xx_threshold,
         settings.health.max_ejection_percent,
     );
-    let mut proxy = AppProxy::new(
-        Selector::new(Arc::clone(&lb), settings.policy, settings.slow_start),
-        sticky,
-        status,
-        ejection,
-        &settings,
-    );
+    let mut proxy = AppProxy::new(Arc::clone(&selector), sticky, status, ejection, &settings);
     if let Some(webhooks) = webhooks {
         info!(
             "webhooks: receiving Heroku app webhooks at {}hooks/heroku",

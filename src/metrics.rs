@@ -36,6 +36,9 @@ pub struct Metrics {
     pub request_duration: Histogram,
     pub log_lines_dropped: IntCounter,
     pub webhook_deliveries: IntCounterVec,
+    pub queue_depth: IntGauge,
+    pub queue_wait: Histogram,
+    pub queue_rejections: IntCounterVec,
 }
 
 /// Why a request was sent to another backend (`retries`' `reason` label).
@@ -135,6 +138,21 @@ fn registered() -> Result<Metrics, prometheus::Error> {
              bad_signature, too_large, malformed, wrong_method).",
             &["outcome"]
         )?,
+        queue_depth: register_int_gauge!(
+            "heroku_lb_queue_depth",
+            "Requests waiting in the admission queue for a slot (max_in_flight_per_dyno)."
+        )?,
+        queue_wait: register_histogram!(
+            "heroku_lb_queue_wait_seconds",
+            "Time requests spent in the admission queue, whether they got a slot or not.",
+            vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+        )?,
+        queue_rejections: register_int_counter_vec!(
+            "heroku_lb_queue_rejections_total",
+            "Requests the admission queue turned away with 503 and Retry-After, by reason \
+             (full, timeout).",
+            &["reason"]
+        )?,
         log_lines_dropped: register_int_counter!(
             "heroku_lb_log_lines_dropped_total",
             "Log lines dropped because stdout did not keep up (the request path never waits for it)."
@@ -156,6 +174,9 @@ pub fn metrics() -> &'static Metrics {
         let metrics = registered().expect("metric definitions are valid and registered once");
         for reason in RETRY_REASONS {
             metrics.retries.with_label_values(&[reason]);
+        }
+        for reason in ["full", "timeout"] {
+            metrics.queue_rejections.with_label_values(&[reason]);
         }
         register_build_info();
         metrics

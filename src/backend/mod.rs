@@ -27,9 +27,11 @@
 
 mod admission;
 mod drain;
+mod latency;
 
 pub use admission::{CheckOutcome, FULL_SHARE, RAMP_FLOOR};
 pub use drain::UpgradedConnection;
+pub use latency::PeakEwma;
 
 pub use crate::values::BackendUrl;
 
@@ -106,6 +108,8 @@ pub struct AppTarget {
     /// Upgraded connections in flight, closed `drain_timeout` after the
     /// target leaves.
     upgraded: Mutex<drain::UpgradedSet>,
+    /// Latency to the first response byte, for the `peak_ewma` policy.
+    pub latency: PeakEwma,
     /// Requests at this backend now (see `selection::InFlight`).
     in_flight: AtomicUsize,
     /// This target's sticky-cookie token, computed on first use (`sticky.rs`).
@@ -145,6 +149,7 @@ impl AppTarget {
             ramp_on_admission: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             upgraded: Mutex::new(drain::UpgradedSet::default()),
+            latency: PeakEwma::default(),
             in_flight: AtomicUsize::new(0),
             sticky_token: OnceLock::new(),
             stride_pass: AtomicU64::new(0),

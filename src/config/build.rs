@@ -9,7 +9,8 @@ use super::file::FileSettings;
 use super::parse::*;
 use super::source::backend_source;
 use super::{
-    BackendSource, ConfigError, HealthSettings, Settings, StickySettings, UpstreamSettings,
+    BackendSource, ConfigError, HealthSettings, QueueSettings, Settings, StickySettings,
+    UpstreamSettings,
 };
 use crate::values::valid_cookie_name;
 use crate::values::IpCidr;
@@ -201,6 +202,7 @@ pub(super) fn build_settings(
         },
     };
     let sticky = sticky_settings(&file, env, key)?;
+    let queueing = queue_settings(&file, env, key)?;
 
     let (source, warnings) = backend_source(&file, env, key, &admin_prefix)?;
     let dyno = env.var(env::DYNO);
@@ -258,9 +260,53 @@ pub(super) fn build_settings(
         dyno,
         admin_prefix,
         policy,
+        queueing,
         sticky,
         warnings,
     })
+}
+
+/// Environment over file; the cap has no default (off), the queue's limits
+/// are read only with a cap (they are meaningless without one).
+fn queue_settings(
+    file: &FileSettings,
+    env: &dyn Env,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<QueueSettings>, ConfigError> {
+    let per_dyno = match env.var(env::LB_MAX_IN_FLIGHT_PER_DYNO) {
+        Some(raw) => Some(
+            parse_at_least_one(&raw)
+                .map_err(|r| ConfigError::new(env::LB_MAX_IN_FLIGHT_PER_DYNO, r))?,
+        ),
+        None => match file.max_in_flight_per_dyno {
+            Some(value) => Some(
+                at_least_one(Some(value), 1)
+                    .map_err(|r| ConfigError::new(key("max_in_flight_per_dyno"), r))?,
+            ),
+            None => None,
+        },
+    };
+    let timeout = seconds_or_off(
+        env::LB_QUEUE_TIMEOUT_SECONDS,
+        file.queue_timeout_seconds,
+        Duration::from_secs(10),
+        env,
+        key("queue_timeout_seconds"),
+    )?;
+    let max = layered(
+        env,
+        env::LB_QUEUE_MAX,
+        file.queue_max,
+        key("queue_max"),
+        1000,
+        parse_count,
+        Ok,
+    )?;
+    Ok(per_dyno.map(|per_dyno| QueueSettings {
+        max_in_flight_per_dyno: per_dyno as usize,
+        timeout,
+        max,
+    }))
 }
 
 /// Environment over file; no default. An empty variable is unset, as for

@@ -98,6 +98,12 @@ pub const LB_SLOW_START_SECONDS: &str = "LB_SLOW_START_SECONDS";
 pub const LB_DRAIN_TIMEOUT_SECONDS: &str = "LB_DRAIN_TIMEOUT_SECONDS";
 /// Milliseconds after sending within which a 502/503/504 is retried elsewhere.
 pub const LB_RETRY_5XX_WITHIN_MS: &str = "LB_RETRY_5XX_WITHIN_MS";
+/// Requests in flight allowed per web dyno of an app (unset: no cap).
+pub const LB_MAX_IN_FLIGHT_PER_DYNO: &str = "LB_MAX_IN_FLIGHT_PER_DYNO";
+/// Seconds a request waits in the admission queue for a slot.
+pub const LB_QUEUE_TIMEOUT_SECONDS: &str = "LB_QUEUE_TIMEOUT_SECONDS";
+/// Requests the admission queue holds at most.
+pub const LB_QUEUE_MAX: &str = "LB_QUEUE_MAX";
 /// Longest a request line waits in the log buffer, in seconds.
 pub const LB_LOG_FLUSH_INTERVAL_SECONDS: &str = "LB_LOG_FLUSH_INTERVAL_SECONDS";
 /// Pingora's `threads`.

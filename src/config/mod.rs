@@ -185,6 +185,17 @@ impl HealthSettings {
     }
 }
 
+/// Per-app concurrency caps and the admission queue (`selection/queue.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSettings {
+    /// Requests in flight per web dyno of an app.
+    pub max_in_flight_per_dyno: usize,
+    /// Longest a request waits for a slot.
+    pub timeout: Duration,
+    /// Most requests waiting.
+    pub max: usize,
+}
+
 /// Sticky sessions (`sticky.rs`).
 #[derive(Clone, PartialEq)]
 pub struct StickySettings {
@@ -239,6 +250,8 @@ pub struct Settings {
     /// Paths under this prefix are answered by the balancer, never proxied.
     pub admin_prefix: String,
     pub policy: Policy,
+    /// Per-app concurrency caps and the admission queue (off: `None`).
+    pub queueing: Option<QueueSettings>,
     pub sticky: Option<StickySettings>,
     /// Settings that were given but are ignored, for `main` to log at start.
     pub warnings: Vec<String>,

@@ -30,6 +30,7 @@ struct Case {
 
 const PIPELINE: &[(&str, &str)] = &[("HEROKU_API_KEY", "hk-k"), ("PIPELINE_IDENTIFIER", "p")];
 const STICKY: &[(&str, &str)] = &[("LB_STICKY_COOKIE", "lb")];
+const QUEUED: &[(&str, &str)] = &[("LB_MAX_IN_FLIGHT_PER_DYNO", "8")];
 const WEBHOOKS: &[(&str, &str)] = &[
     ("HEROKU_API_KEY", "hk-k"),
     ("PIPELINE_IDENTIFIER", "p"),
@@ -97,6 +98,9 @@ fn cases() -> Vec<Case> {
             None => "None".to_string(),
         }) },
         Case { file_against_env: Some("round_robin"), ..case("LB_POLICY", ("least_connections", "LeastConnections"), ("least_connections", "LeastConnections"), "RoundRobin", "fastest", |s, _| format!("{:?}", s.policy)) },
+        case("LB_MAX_IN_FLIGHT_PER_DYNO", ("4", "Some(4)"), ("6", "Some(6)"), "None", "0", |s, _| format!("{:?}", s.queueing.as_ref().map(|q| q.max_in_flight_per_dyno))),
+        Case { context: QUEUED, ..case("LB_QUEUE_TIMEOUT_SECONDS", ("3", "3s"), ("0", "0ns"), "10s", "soon", |s, _| format!("{:?}", s.queueing.as_ref().map(|q| q.timeout).unwrap_or_default())) },
+        Case { context: QUEUED, ..case("LB_QUEUE_MAX", ("50", "50"), ("60", "60"), "1000", "-1", |s, _| s.queueing.as_ref().map_or(0, |q| q.max).to_string()) },
         case("LB_STICKY_COOKIE", ("env_c", "Some(\"env_c\")"), ("file_c", "Some(\"file_c\")"), "None", "bad name", |s, _| format!("{:?}", s.sticky.as_ref().map(|sticky| &sticky.cookie))),
         Case { context: STICKY, ..case("LB_STICKY_TTL", ("60", "Some(60s)"), ("120", "Some(120s)"), "None", "0", |s, _| format!("{:?}", s.sticky.as_ref().and_then(|sticky| sticky.ttl))) },
         Case { var: "LB_STICKY_SECRET", context: STICKY, env: ("hush", "hush"), file: None, file_against_env: None, default: "heroku-lb default sticky cookie key", bad: None, read: Some(|s, _| s.sticky.as_ref().map(|sticky| String::from_utf8_lossy(&sticky.secret).into_owned()).unwrap_or_default()) },

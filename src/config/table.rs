@@ -245,7 +245,30 @@ pub const SETTINGS: &[Setting] = &[
         "PEM bundle of CAs for upstream TLS, checked at start (unset: the system roots).",
     ),
     // Balancing.
-    form(LB_POLICY, Section("policy"), "round_robin", "`round_robin` or `least_connections`."),
+    form(
+        LB_POLICY,
+        Section("policy"),
+        "round_robin",
+        "`round_robin`, `least_connections` or `peak_ewma` (see Choosing a policy).",
+    ),
+    row(
+        LB_MAX_IN_FLIGHT_PER_DYNO,
+        Section("max_in_flight_per_dyno"),
+        "",
+        "Most requests in flight to an app per web dyno; the rest wait in the admission queue (unset: no cap).",
+    ),
+    row(
+        LB_QUEUE_TIMEOUT_SECONDS,
+        Section("queue_timeout_seconds"),
+        "10",
+        "With a cap: longest a request waits for a slot, or for any app to be routable, before a 503 with `Retry-After`.",
+    ),
+    row(
+        LB_QUEUE_MAX,
+        Section("queue_max"),
+        "1000",
+        "With a cap: most requests waiting; one more gets a 503 with `Retry-After` at once.",
+    ),
     form(
         LB_STICKY_COOKIE,
         Section("sticky_cookie"),

@@ -34,6 +34,10 @@ pub enum LineCode {
     RequestRefused,
     /// Served, but by panic routing: no backend was fit.
     PanicRouting,
+    /// 503: every fit backend was at its cap and the admission queue was full.
+    QueueFull,
+    /// 503: the request waited in the admission queue for its whole timeout.
+    QueueTimeout,
     /// 499: the client closed the connection before it got an answer.
     ClientClosed,
     /// 408: the client stopped sending its request body.
@@ -52,6 +56,8 @@ impl LineCode {
             LineCode::AnswerRefused => "L14",
             LineCode::RequestRefused => "L15",
             LineCode::PanicRouting => "L16",
+            LineCode::QueueFull => "L17",
+            LineCode::QueueTimeout => "L18",
             LineCode::ClientClosed => "L27",
             LineCode::ClientTimeout => "L28",
             LineCode::Internal => "L99",
@@ -67,6 +73,8 @@ impl LineCode {
             LineCode::AnswerRefused => "Backend answer refused",
             LineCode::RequestRefused => "Request refused",
             LineCode::PanicRouting => "Panic routing",
+            LineCode::QueueFull => "Queue full",
+            LineCode::QueueTimeout => "Queue timeout",
             LineCode::ClientClosed => "Client closed request",
             LineCode::ClientTimeout => "Client request timeout",
             LineCode::Internal => "Internal error",

@@ -36,7 +36,7 @@ use crate::backend::{AppTarget, UpgradedConnection};
 use crate::config::{Settings, UpstreamSettings};
 use crate::ejection::PassiveEjection;
 use crate::metrics::metrics;
-use crate::selection::{InFlight, Selector};
+use crate::selection::{InFlight, Rejection, Selector};
 use crate::status::StatusPage;
 use crate::sticky::StickyCookie;
 use crate::webhooks::WebhookReceiver;
@@ -75,7 +75,7 @@ const FRESH_CONNECTION_GROUP: u64 = 1 << 63;
 
 /// heroku-lb's proxy.
 pub struct AppProxy {
-    selector: Selector,
+    selector: Arc<Selector>,
     sticky: Option<StickyCookie>,
     status: StatusPage,
     upstream: UpstreamSettings,
@@ -140,6 +140,8 @@ pub struct RequestCtx {
     /// The upgraded connection, registered on its target so that a drain
     /// can close it (`backend/drain.rs`); dropped with the context.
     upgraded: Option<UpgradedConnection>,
+    /// The admission queue turned the request away (503 + Retry-After).
+    queue_rejected: Option<Rejection>,
     /// What the last failed try ran into, for the access line.
     last_failure: Option<&'static str>,
     /// We refused the request itself (Heroku's limits, framing).
@@ -164,7 +166,7 @@ impl AppProxy {
     /// Upstream timeouts, the listening port, the trusted hops (every peer on
     /// a dyno) and redirect rewriting come from `settings`.
     pub fn new(
-        selector: Selector,
+        selector: Arc<Selector>,
         sticky: Option<StickyCookie>,
         status: StatusPage,
         ejection: PassiveEjection,
@@ -244,16 +246,59 @@ impl AppProxy {
         reason == "5xx_answer"
     }
 
-    /// The next backend for this request: its sticky backend when usable,
-    /// else the policy's pick among those not tried yet.
-    fn select(&self, ctx: &RequestCtx) -> Option<Arc<AppTarget>> {
+    /// The next backend for this request and its place there: its sticky
+    /// backend when usable, else the policy's pick among those not tried
+    /// yet, within each backend's cap.
+    fn select(&self, ctx: &RequestCtx) -> Option<(Arc<AppTarget>, InFlight)> {
         match (&self.sticky, &ctx.client_token) {
             (Some(sticky), Some(token)) => {
                 let preferred = |target: &AppTarget| sticky.token(target) == token.as_str();
-                self.selector.pick(&ctx.tried, Some(&preferred))
+                self.selector.pick_and_enter(&ctx.tried, Some(&preferred))
             }
-            _ => self.selector.pick(&ctx.tried, None),
+            _ => self.selector.pick_and_enter(&ctx.tried, None),
         }
+    }
+
+    /// [`AppProxy::select`], waiting in the admission queue when backends
+    /// are capped: a first try that finds every fit backend at its cap, or
+    /// none routable, waits its turn behind those already waiting (a retry
+    /// never waits: it has somewhere else to be answered). An error is the
+    /// quick 503 the client gets.
+    async fn select_entered(&self, ctx: &mut RequestCtx) -> Result<(Arc<AppTarget>, InFlight)> {
+        let queue = self.selector.queue().filter(|_| ctx.tried.is_empty());
+        let Some(queue) = queue else {
+            return self.select(ctx).ok_or_else(|| {
+                let why = if ctx.tried.is_empty() {
+                    "no backend available"
+                } else {
+                    "no other backend to retry on"
+                };
+                Error::explain(ErrorType::HTTPStatus(503), why)
+            });
+        };
+        if queue.is_empty() {
+            if let Some(chosen) = self.select(ctx) {
+                return Ok(chosen);
+            }
+        }
+        let waited = Instant::now();
+        let outcome = queue.wait(|| self.select(ctx)).await;
+        metrics().queue_wait.observe(waited.elapsed().as_secs_f64());
+        outcome.map_err(|rejection| {
+            ctx.queue_rejected = Some(rejection);
+            let why = match rejection {
+                Rejection::Full => "the admission queue is full",
+                Rejection::TimedOut => "waited in the admission queue for its whole timeout",
+            };
+            metrics()
+                .queue_rejections
+                .with_label_values(&[match rejection {
+                    Rejection::Full => "full",
+                    Rejection::TimedOut => "timeout",
+                }])
+                .inc();
+            Error::explain(ErrorType::HTTPStatus(503), why)
+        })
     }
 }
 
@@ -280,6 +325,7 @@ impl ProxyHttp for AppProxy {
             retry_5xx: false,
             upstream_socket: None,
             upgraded: None,
+            queue_rejected: None,
             last_failure: None,
             refused_request: false,
             admin: false,
@@ -347,17 +393,15 @@ impl ProxyHttp for AppProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let fresh_retry = std::mem::take(&mut ctx.fresh_retry);
-        let chosen = match (&ctx.target, fresh_retry) {
-            (Some(target), true) => Some(Arc::clone(target)),
-            _ => self.select(ctx),
-        };
-        let Some(target) = chosen else {
-            let why = if ctx.tried.is_empty() {
-                "no backend available"
-            } else {
-                "no other backend to retry on"
-            };
-            return Err(Error::explain(ErrorType::HTTPStatus(503), why));
+        let (target, in_flight) = match (&ctx.target, fresh_retry) {
+            // The same app on a new connection: its slot is kept.
+            (Some(target), true) => (Arc::clone(target), None),
+            _ => {
+                // A retry gives up the slot of the try before it.
+                ctx.in_flight = None;
+                let (target, in_flight) = self.select_entered(ctx).await?;
+                (target, Some(in_flight))
+            }
         };
         let Some(mut peer) = target.peer(&self.upstream) else {
             // Lost its address between selection and here: treat like a refusal.
@@ -389,8 +433,9 @@ impl ProxyHttp for AppProxy {
             peer.address()
         );
         target.count_request();
-        // Replacing the guard of a previous try lowers that backend's count.
-        ctx.in_flight = Some(InFlight::enter(Arc::clone(&target)));
+        if in_flight.is_some() {
+            ctx.in_flight = in_flight;
+        }
         ctx.target = Some(target);
         ctx.try_started = Some(Instant::now());
         ctx.connect_failed = false;
@@ -444,9 +489,9 @@ impl ProxyHttp for AppProxy {
         }
         if let Some(target) = &ctx.target {
             if let Some(started) = ctx.try_started {
-                target
-                    .metrics
-                    .observe_latency(started.elapsed().as_secs_f64());
+                let latency = started.elapsed();
+                target.metrics.observe_latency(latency.as_secs_f64());
+                self.selector.observe(target, latency, status >= 500);
             }
             self.ejection.answered(target, status);
         }
@@ -510,6 +555,9 @@ impl ProxyHttp for AppProxy {
     ) -> Box<Error> {
         let retry = ctx.tried.len() <= self.upstream.connect_retries;
         if let Some(target) = &ctx.target {
+            if let Some(started) = ctx.try_started {
+                self.selector.observe(target, started.elapsed(), true);
+            }
             target
                 .counters
                 .connect_failures
@@ -595,6 +643,9 @@ impl ProxyHttp for AppProxy {
         // Pingora's own refusal of an answer it cannot pass on).
         let upstream_fault = e.esource() == &ErrorSource::Upstream;
         if let (true, Some(target)) = (upstream_fault, &ctx.target) {
+            if let Some(started) = ctx.try_started {
+                self.selector.observe(target, started.elapsed(), true);
+            }
             if timed_out {
                 self.ejection.timed_out(target);
             } else if !client_reused {
@@ -710,6 +761,10 @@ impl ProxyHttp for AppProxy {
         }
         let code = match e {
             Some(_) if ctx.client_stalled => Some(LineCode::ClientTimeout),
+            Some(_) if ctx.queue_rejected == Some(Rejection::Full) => Some(LineCode::QueueFull),
+            Some(_) if ctx.queue_rejected == Some(Rejection::TimedOut) => {
+                Some(LineCode::QueueTimeout)
+            }
             Some(e) => Some(line_code(e, ctx.refused_answer, ctx.last_failure.is_some())),
             None if ctx.refused_request => Some(LineCode::RequestRefused),
             None if ctx.panic_routed => Some(LineCode::PanicRouting),
@@ -782,6 +837,17 @@ impl ProxyHttp for AppProxy {
         } else {
             error_status(e)
         };
+        if ctx.queue_rejected.is_some() {
+            // Tell the client when to come back, as a queue that is full or
+            // too slow should (RFC 9110 §10.2.3).
+            if let Err(write_error) = respond_retry_later(session).await {
+                warn!("could not send the 503 response: {write_error}");
+            }
+            return FailToProxy {
+                error_code: 503,
+                can_reuse_downstream: false,
+            };
+        }
         if code > 0 {
             if let Err(write_error) = session.respond_error(code).await {
                 warn!("could not send the {code} error response: {write_error}");
@@ -825,6 +891,18 @@ fn strip_sticky_cookie(sticky: &StickyCookie, request: &mut RequestHeader) -> Re
         request.append_header("Cookie", value)?;
     }
     Ok(())
+}
+
+/// 503 with `Retry-After: 1`, for a request the admission queue turned away.
+async fn respond_retry_later(session: &mut Session) -> Result<()> {
+    let mut response = ResponseHeader::build(503, Some(3))?;
+    response.insert_header("Retry-After", "1")?;
+    response.insert_header("Content-Length", "0")?;
+    response.insert_header("Cache-Control", "private, no-store")?;
+    session.set_keepalive(None);
+    session
+        .write_response_header(Box::new(response), true)
+        .await
 }
 
 /// A status code as a metric label, without formatting on the request path.

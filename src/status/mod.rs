@@ -38,7 +38,7 @@ use crate::discovery::heroku::api::ApiStats;
 use crate::discovery::DiscoveryStatus;
 use crate::events::events;
 use crate::metrics::{self, metrics};
-use crate::selection::Policy;
+use crate::selection::{Policy, Selector};
 use crate::time;
 use crate::webhooks::{WebhookReceiver, WebhookView};
 use bytes::Bytes;
@@ -72,6 +72,9 @@ pub struct StatusSnapshot {
     /// Heroku webhooks, when they are on (`LB_WEBHOOK_SECRET`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<WebhookView>,
+    /// The admission queue, when backends are capped (`max_in_flight_per_dyno`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueView>,
     pub backends: Vec<BackendView>,
     /// The last events (`events.rs`), newest first.
     pub events: Vec<EventView>,
@@ -86,6 +89,19 @@ pub struct EventView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
     pub text: String,
+}
+
+/// The admission queue, for status.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueView {
+    pub depth: usize,
+    pub max: usize,
+    pub timeout_seconds: f64,
+    /// Wait of the last requests that queued (got a slot or not).
+    pub wait_p50_ms: Option<f64>,
+    pub wait_p99_ms: Option<f64>,
+    pub rejected_full: u64,
+    pub rejected_timeout: u64,
 }
 
 /// What a caller without the token sees.
@@ -135,6 +151,10 @@ pub struct BackendView {
     pub state: &'static str,
     /// Its share of its weight now, in percent: below 100 while it slow-starts.
     pub share_percent: u32,
+    /// `peak_ewma`: its latency estimate, and its cost (estimate × (in
+    /// flight + 1) ÷ (weight × share), in ms); null under other policies.
+    pub latency_ewma_ms: Option<f64>,
+    pub cost: Option<f64>,
     pub weight: usize,
     pub address: Option<String>,
     pub last_check: Option<String>,
@@ -169,8 +189,8 @@ pub struct StatusPage {
     token: Option<String>,
     prefix: String,
     webhooks: Option<Arc<WebhookReceiver>>,
-    /// The slow-start window, to show each backend's share.
-    slow_start: std::time::Duration,
+    /// The proxy's selector, for shares, costs and the queue.
+    selector: Option<Arc<Selector>>,
 }
 
 impl StatusPage {
@@ -193,7 +213,7 @@ impl StatusPage {
             token,
             prefix,
             webhooks: None,
-            slow_start: std::time::Duration::ZERO,
+            selector: None,
         }
     }
 
@@ -203,9 +223,10 @@ impl StatusPage {
         self
     }
 
-    /// Show each backend's share within a slow start over `window`.
-    pub fn with_slow_start(mut self, window: std::time::Duration) -> Self {
-        self.slow_start = window;
+    /// Show what `selector` weighs: each backend's share within a slow
+    /// start, its `peak_ewma` cost, and the admission queue.
+    pub fn with_selector(mut self, selector: Arc<Selector>) -> Self {
+        self.selector = Some(selector);
         self
     }
 
@@ -227,7 +248,7 @@ impl StatusPage {
                     target,
                     backend.weight,
                     self.lb.backends().ready(backend),
-                    self.slow_start,
+                    self.selector.as_deref(),
                 ))
             })
             .collect();
@@ -268,6 +289,23 @@ impl StatusPage {
                     .and_then(|api| api.rate_limit_remaining()),
             },
             webhooks: self.webhooks.as_ref().map(|receiver| receiver.view()),
+            queue: self
+                .selector
+                .as_ref()
+                .and_then(|selector| selector.queue())
+                .map(|queue| {
+                    let figures = queue.figures();
+                    let ms = |d: std::time::Duration| round2(d.as_secs_f64() * 1000.0);
+                    QueueView {
+                        depth: figures.depth,
+                        max: figures.max,
+                        timeout_seconds: figures.timeout.as_secs_f64(),
+                        wait_p50_ms: figures.wait_p50.map(ms),
+                        wait_p99_ms: figures.wait_p99.map(ms),
+                        rejected_full: figures.rejected_full,
+                        rejected_timeout: figures.rejected_timeout,
+                    }
+                }),
             backends,
             events: events()
                 .recent()
@@ -472,6 +510,12 @@ impl StatusPage {
                 .set(backend.in_flight as i64);
         }
         m.backends.set(snapshot.backends_total as i64);
+        m.queue_depth.set(
+            snapshot
+                .queue
+                .as_ref()
+                .map_or(0, |queue| queue.depth as i64),
+        );
         metrics::advance_to(&m.log_lines_dropped, crate::logging::dropped_total());
         m.panic_routing.set(i64::from(snapshot.panic));
         metrics::advance_to(&m.discovery_rounds, snapshot.discovery.rounds);
@@ -493,7 +537,7 @@ fn backend_view(
     target: &AppTarget,
     weight: usize,
     pingora_healthy: bool,
-    slow_start: std::time::Duration,
+    selector: Option<&Selector>,
 ) -> BackendView {
     let (last, consecutive_failures) = target.health_view();
     let recent = target.metrics.recent.figures();
@@ -515,7 +559,16 @@ fn backend_view(
         url: target.url_text().to_string(),
         healthy: state == "healthy",
         state,
-        share_percent: target.share(slow_start) * 100 / crate::backend::FULL_SHARE,
+        share_percent: selector.map_or(100, |selector| {
+            target.share(selector.slow_start()) * 100 / crate::backend::FULL_SHARE
+        }),
+        latency_ewma_ms: target
+            .latency
+            .estimate()
+            .map(|estimate| round2(estimate.as_secs_f64() * 1000.0)),
+        cost: selector
+            .and_then(|selector| selector.cost(target, weight))
+            .map(|cost| round2(cost * 1000.0)),
         weight,
         address: target.addr().map(|addr| addr.to_string()),
         last_check_ok: last.as_ref().map(|outcome| outcome.ok),
@@ -532,6 +585,11 @@ fn backend_view(
         errors_5xx_per_min: recent.errors_5xx_per_min,
         rate_10m: recent.rate_10m,
     }
+}
+
+/// Two decimals are plenty for milliseconds in status.
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
 }
 
 /// `ok` (all backends healthy), `degraded` (some), `down` (none).
@@ -624,6 +682,7 @@ mod tests {
                 api_rate_limit_remaining: None,
             },
             webhooks: None,
+            queue: None,
             backends: vec![
                 BackendView {
                     name: "shop-1".into(),
@@ -631,6 +690,8 @@ mod tests {
                     healthy: true,
                     state: "healthy",
                     share_percent: 100,
+                    latency_ewma_ms: None,
+                    cost: None,
                     weight: 1,
                     address: Some("127.0.0.1:443".into()),
                     last_check: Some("ok".into()),
@@ -653,6 +714,8 @@ mod tests {
                     healthy: false,
                     state: "failing checks",
                     share_percent: 100,
+                    latency_ewma_ms: None,
+                    cost: None,
                     weight: 1,
                     address: Some("127.0.0.1:443".into()),
                     last_check: Some("status 503".into()),

@@ -17,16 +17,19 @@ pub use ip_cidr::IpCidr;
 pub enum Policy {
     RoundRobin,
     LeastConnections,
+    /// Power of two choices by peak-EWMA latency × load (Finagle, Linkerd).
+    PeakEwma,
 }
 
 impl Policy {
     /// Accepted spellings, for config errors.
-    pub const NAMES: &'static [&'static str] = &["round_robin", "least_connections"];
+    pub const NAMES: &'static [&'static str] = &["round_robin", "least_connections", "peak_ewma"];
 
     pub fn parse(raw: &str) -> Result<Self, String> {
         match raw.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "round_robin" => Ok(Policy::RoundRobin),
             "least_connections" => Ok(Policy::LeastConnections),
+            "peak_ewma" => Ok(Policy::PeakEwma),
             _ => Err(format!(
                 "'{raw}' is not a policy; expected one of {}",
                 Self::NAMES.join(", ")
@@ -38,6 +41,7 @@ impl Policy {
         match self {
             Policy::RoundRobin => "round_robin",
             Policy::LeastConnections => "least_connections",
+            Policy::PeakEwma => "peak_ewma",
         }
     }
 }

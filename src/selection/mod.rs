@@ -35,7 +35,11 @@
 //! [`InFlight::enter`] and lowered by the guard's `Drop`, exactly once however
 //! the request ends, because the context that owns the guard is dropped once.
 
+mod peak_ewma;
+pub mod queue;
+
 pub use crate::values::Policy;
+pub use queue::{AdmissionQueue, QueueFigures, Rejection};
 
 use crate::backend::{AppTarget, FULL_SHARE};
 use crate::events::{self, EventKind};
@@ -159,6 +163,10 @@ pub struct Selector {
     panic: AtomicBool,
     /// Slow start: an admitted backend's share ramps up over this (zero: off).
     slow_start: Duration,
+    /// Requests in flight allowed per unit of weight (web dyno), when capped.
+    max_in_flight_per_weight: Option<usize>,
+    /// Where requests wait when every fit backend is at its cap.
+    queue: Option<Arc<AdmissionQueue>>,
 }
 
 impl Selector {
@@ -175,11 +183,86 @@ impl Selector {
             next_start: AtomicUsize::new(0),
             pass_clock: AtomicU64::new(0),
             panic: AtomicBool::new(false),
+            max_in_flight_per_weight: None,
+            queue: None,
         }
+    }
+
+    /// Cap each backend at `per_dyno` × its weight requests in flight; the
+    /// requests over it wait in `queue`.
+    pub fn with_caps(mut self, per_dyno: usize, queue: Arc<AdmissionQueue>) -> Self {
+        self.max_in_flight_per_weight = Some(per_dyno.max(1));
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The queue of requests waiting for a slot, when backends are capped.
+    pub fn queue(&self) -> Option<&Arc<AdmissionQueue>> {
+        self.queue.as_ref()
+    }
+
+    /// The most requests `member` may have in flight.
+    fn cap(&self, weight: usize) -> usize {
+        self.max_in_flight_per_weight
+            .map_or(usize::MAX, |per| per.saturating_mul(weight.max(1)))
+    }
+
+    /// The next backend and this request's place at it: a pick (see
+    /// [`Selector::pick`]) whose cap still has room, taken atomically, so
+    /// that two requests racing for a backend's last slot cannot both have
+    /// it. `None` when nothing fit is left (or every pick lost its race).
+    pub fn pick_and_enter(
+        &self,
+        tried: &[u64],
+        preferred: Option<&dyn Fn(&AppTarget) -> bool>,
+    ) -> Option<(Arc<AppTarget>, InFlight)> {
+        for _ in 0..4 {
+            let target = self.pick(tried, preferred)?;
+            let cap = self.cap(self.weight_of(&target));
+            if let Some(in_flight) = InFlight::try_enter(&target, cap, self.queue.clone()) {
+                return Some((target, in_flight));
+            }
+        }
+        None
+    }
+
+    /// The weight of `target` in the current table (1 if it left).
+    fn weight_of(&self, target: &AppTarget) -> usize {
+        self.table()
+            .entries
+            .iter()
+            .find(|member| member.target.id() == target.id())
+            .map_or(1, |member| member.weight)
+    }
+
+    /// Record a try's latency to its first response byte (or to its
+    /// failure) for the `peak_ewma` policy; other policies keep none.
+    pub fn observe(&self, target: &AppTarget, latency: Duration, failed: bool) {
+        if self.policy == Policy::PeakEwma {
+            target.latency.record(latency, failed);
+        }
+    }
+
+    /// A backend's cost as `peak_ewma` weighs it (`None`: another policy).
+    pub fn cost(&self, target: &AppTarget, weight: usize) -> Option<f64> {
+        (self.policy == Policy::PeakEwma).then(|| {
+            peak_ewma::cost(
+                target.latency.estimate(),
+                self.pessimistic_rtt(&self.table()),
+                target.in_flight(),
+                weight,
+                target.share(self.slow_start),
+            )
+        })
     }
 
     pub fn policy(&self) -> Policy {
         self.policy
+    }
+
+    /// The slow-start window (zero: none).
+    pub fn slow_start(&self) -> Duration {
+        self.slow_start
     }
 
     /// The load balancer whose members this selector picks from.
@@ -274,6 +357,7 @@ impl Selector {
     ) -> Option<Arc<AppTarget>> {
         let usable = |member: &Member| {
             !tried.contains(&member.target.id())
+                && member.target.in_flight() < self.cap(member.weight)
                 && match routing {
                     Routing::Fit => self.fit(member),
                     Routing::Panic => member.target.addr().is_some(),
@@ -317,13 +401,73 @@ impl Selector {
                         (0..count).find_map(|step| pick(&table.entries[(start + step) % count]))
                     })
             }
+            (Policy::PeakEwma, Routing::Fit) => self.power_of_two(table, usable),
             // Panic picks use the least-connections scan whatever the
             // policy: every member is tried in turn from where the cursor
             // points, with the fewest requests in flight first.
-            (Policy::LeastConnections, _) | (Policy::RoundRobin, Routing::Panic) => {
+            (Policy::LeastConnections, _)
+            | (Policy::RoundRobin | Policy::PeakEwma, Routing::Panic) => {
                 self.least_loaded(&table.entries, usable)
             }
         }
+    }
+
+    /// Peak-EWMA with the power of two choices (`peak_ewma.rs`): two
+    /// distinct usable members drawn at random, each as likely as its
+    /// weight (a random slot of the weighted order, then the next usable
+    /// one), and the cheaper of the two.
+    fn power_of_two(
+        &self,
+        table: &MemberTable,
+        usable: impl Fn(&Member) -> bool,
+    ) -> Option<Arc<AppTarget>> {
+        let slots = table.order.len();
+        if slots == 0 {
+            return None;
+        }
+        let draw = |not: Option<u64>| {
+            let start = random_below(slots);
+            (0..slots.min(MAX_SELECT_STEPS))
+                .map(|step| &table.entries[table.order[(start + step) % slots] as usize])
+                .find(|member| usable(member) && Some(member.target.id()) != not)
+                .or_else(|| {
+                    table
+                        .entries
+                        .iter()
+                        .find(|member| usable(member) && Some(member.target.id()) != not)
+                })
+        };
+        let first = draw(None)?;
+        let Some(second) = draw(Some(first.target.id())) else {
+            return Some(Arc::clone(&first.target));
+        };
+        let pessimistic = self.pessimistic_rtt(table);
+        let cost = |member: &Member| {
+            peak_ewma::cost(
+                member.target.latency.estimate(),
+                pessimistic,
+                member.target.in_flight(),
+                member.weight,
+                member.target.share(self.slow_start),
+            )
+        };
+        let cheaper = if cost(second) < cost(first) {
+            second
+        } else {
+            first
+        };
+        Some(Arc::clone(&cheaper.target))
+    }
+
+    /// What a backend without a latency estimate counts as: the slowest
+    /// estimate among the members, else `peak_ewma::DEFAULT_RTT`.
+    fn pessimistic_rtt(&self, table: &MemberTable) -> Duration {
+        table
+            .entries
+            .iter()
+            .filter_map(|member| member.target.latency.estimate())
+            .max()
+            .unwrap_or(peak_ewma::DEFAULT_RTT)
     }
 
     /// Least connections over the `usable` members: the lowest
@@ -370,22 +514,74 @@ impl Selector {
     }
 }
 
-/// A request's presence at one backend: counted while it lives.
+/// A request's presence at one backend: counted while it lives; its end
+/// frees a slot for the head of the admission queue.
 #[derive(Debug)]
-pub struct InFlight(Arc<AppTarget>);
+pub struct InFlight {
+    target: Arc<AppTarget>,
+    queue: Option<Arc<AdmissionQueue>>,
+}
 
 impl InFlight {
     /// Count a request entering `target`.
     pub fn enter(target: Arc<AppTarget>) -> Self {
         target.in_flight_counter().fetch_add(1, Ordering::Relaxed);
-        InFlight(target)
+        InFlight {
+            target,
+            queue: None,
+        }
+    }
+
+    /// Count a request entering `target` if fewer than `cap` are there; its
+    /// end wakes `queue`.
+    pub fn try_enter(
+        target: &Arc<AppTarget>,
+        cap: usize,
+        queue: Option<Arc<AdmissionQueue>>,
+    ) -> Option<Self> {
+        target
+            .in_flight_counter()
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |now| {
+                (now < cap).then_some(now + 1)
+            })
+            .ok()?;
+        Some(InFlight {
+            target: Arc::clone(target),
+            queue,
+        })
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight_counter().fetch_sub(1, Ordering::Relaxed);
+        self.target
+            .in_flight_counter()
+            .fetch_sub(1, Ordering::AcqRel);
+        if let Some(queue) = &self.queue {
+            queue.notify();
+        }
     }
+}
+
+/// A random number below `bound` (> 0): xorshift64* per thread, seeded from
+/// the standard library's random hasher keys. Not cryptographic; enough for
+/// the power of two choices.
+fn random_below(bound: usize) -> usize {
+    use std::cell::Cell;
+    use std::hash::BuildHasher;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::collections::hash_map::RandomState::new().hash_one(0u64) | 1,
+        );
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound as u64) as usize
+    })
 }
 
 #[cfg(test)]
