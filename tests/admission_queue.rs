@@ -23,7 +23,6 @@ use tokio::net::TcpStream;
 /// order in which `/slow/` requests arrived.
 struct CountingApp {
     server: RawServer,
-    now: Arc<AtomicUsize>,
     most: Arc<AtomicUsize>,
     arrivals: Arc<Mutex<Vec<String>>>,
 }
@@ -63,7 +62,6 @@ impl CountingApp {
         .await;
         CountingApp {
             server,
-            now,
             most,
             arrivals,
         }

@@ -282,7 +282,11 @@ pub async fn drive(
                         .or_default() += 1;
                 }
                 Err(e) => {
-                    let kind = if e.is_timeout() { "timeout" } else { "no answer" };
+                    let kind = if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "no answer"
+                    };
                     *report.failures.entry(kind.to_string()).or_default() += 1;
                 }
             }
