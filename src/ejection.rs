@@ -22,8 +22,17 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::LoadBalancer;
 use std::sync::{Arc, Mutex};
 
+/// Ejections shared by several balancer dynos (`store/`, which implements
+/// this): one dyno's ejection is every dyno's, each within its own cap.
+pub trait SharedEjections: Send + Sync {
+    /// This dyno ejected the app at `url` for `reason`: tell the others.
+    fn ejected(&self, url: &str, reason: &str);
+}
+
 /// Passive ejection over the members of one load balancer.
 pub struct PassiveEjection {
+    /// Where this dyno's ejections are published, when dynos share a store.
+    shared: Option<Arc<dyn SharedEjections>>,
     lb: Arc<LoadBalancer<RoundRobin>>,
     /// Failures in a row (5xx answers, read timeouts) that eject (0: never).
     failure_threshold: u32,
@@ -43,11 +52,23 @@ impl PassiveEjection {
         max_percent: u32,
     ) -> Self {
         PassiveEjection {
+            shared: None,
             lb,
             failure_threshold,
             max_percent,
             decision: Mutex::new(()),
         }
+    }
+
+    /// Publish this dyno's ejections through `shared`.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedEjections>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Another dyno ejected `target`: honour it, within this dyno's cap.
+    pub fn eject_shared(&self, target: &AppTarget, reason: &str) {
+        self.eject_within_cap(target, reason);
     }
 
     /// A connection to `target` failed before it answered anything.
@@ -81,10 +102,21 @@ impl PassiveEjection {
         }
     }
 
-    /// Eject `target` unless it is out already or the cap forbids it.
+    /// Eject `target` unless it is out already or the cap forbids it, and
+    /// tell the other dynos.
     fn eject(&self, target: &AppTarget, reason: &str) {
+        if self.eject_within_cap(target, reason) {
+            if let Some(shared) = &self.shared {
+                shared.ejected(target.url_text(), reason);
+            }
+        }
+    }
+
+    /// Eject `target` unless it is out already or the cap forbids it;
+    /// whether this call ejected it.
+    fn eject_within_cap(&self, target: &AppTarget, reason: &str) -> bool {
         if self.max_percent == 0 || target.is_ejected() {
-            return;
+            return false;
         }
         let _decision = self.decision.lock().unwrap_or_else(|p| p.into_inner());
         let members = self.lb.backends().get_backend();
@@ -116,9 +148,9 @@ impl PassiveEjection {
                     ),
                 );
             }
-            return;
+            return false;
         }
-        target.eject(reason);
+        target.eject(reason)
     }
 }
 

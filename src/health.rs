@@ -33,7 +33,7 @@ use pingora::lb::Backend;
 use pingora::protocols::http::client::HttpSession;
 use pingora::server::configuration::ServerConf;
 use pingora::{Error, ErrorType};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 const USER_AGENT: &str = concat!("heroku-lb-health-check/", env!("CARGO_PKG_VERSION"));
@@ -54,12 +54,35 @@ impl CheckFailure {
     }
 }
 
+/// What the dynos sharing a store (`store/`) say about one app's check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SharedOutcome {
+    /// No store, or this dyno holds the lease: probe.
+    ProbeYourself,
+    /// Another dyno checks: its last outcome.
+    Checked { ok: bool, detail: String },
+    /// Another dyno checks, and has not checked this app yet.
+    NotYet,
+}
+
+/// Health checks shared by several balancer dynos: only the lease holder
+/// probes; the others take its outcomes (`store/`, which implements this).
+pub trait SharedChecks: Send + Sync {
+    /// Whether to probe the app at `url`, or what the lease holder found.
+    fn outcome(&self, url: &str) -> SharedOutcome;
+    /// This dyno probed the app at `url`: tell the others.
+    fn checked(&self, url: &str, ok: bool, detail: &str);
+}
+
 /// heroku-lb's per-app health check. Cheap to clone: Pingora's load balancer
 /// owns one (boxed) and discovery another, to check new backends at once.
 #[derive(Clone)]
 pub struct AppHealthCheck(Arc<CheckConfig>);
 
 struct CheckConfig {
+    /// When several dynos share a store: whose probe counts (set once, at
+    /// start, before any check runs).
+    shared: OnceLock<Arc<dyn SharedChecks>>,
     settings: HealthSettings,
     /// Peer settings for checks: the proxy's, with the check timeout.
     upstream: UpstreamSettings,
@@ -79,14 +102,48 @@ impl AppHealthCheck {
         upstream.connect_timeout = settings.timeout.min(upstream.connect_timeout);
         upstream.first_byte_timeout = settings.timeout;
         AppHealthCheck(Arc::new(CheckConfig {
+            shared: OnceLock::new(),
             settings: settings.clone(),
             upstream,
             connector: HttpConnector::new(Some(ConnectorOptions::from_server_conf(server_conf))),
         }))
     }
 
-    /// Check `target` once, record the result on it, count a failure.
+    /// Share checks through `shared` (every clone of this check does):
+    /// probe only while it says so, else take the lease holder's outcomes.
+    /// A second call changes nothing.
+    pub fn share_with(&self, shared: Arc<dyn SharedChecks>) {
+        let _ = self.0.shared.set(shared);
+    }
+
+    /// Check `target` once (or take the lease holder's check of it), record
+    /// the result on it, count a failure.
     pub async fn check_target(&self, target: &AppTarget) -> Result<(), CheckFailure> {
+        let shared = self.0.shared.get();
+        match shared.map_or(SharedOutcome::ProbeYourself, |shared| {
+            shared.outcome(target.url_text())
+        }) {
+            SharedOutcome::ProbeYourself => {}
+            SharedOutcome::NotYet => {
+                return Err(CheckFailure::new(
+                    "shared",
+                    "not checked by the lease holder yet",
+                ))
+            }
+            SharedOutcome::Checked { ok, detail } => {
+                let outcome = CheckOutcome {
+                    ok,
+                    detail: detail.clone(),
+                    at: SystemTime::now(),
+                };
+                target.record_check(outcome, self.0.settings.rise, self.0.settings.fall);
+                return if ok {
+                    Ok(())
+                } else {
+                    Err(CheckFailure::new("shared", detail))
+                };
+            }
+        }
         let result = match tokio::time::timeout(self.0.settings.timeout, self.probe(target)).await {
             Ok(result) => result,
             Err(_) => Err(CheckFailure::new(
@@ -94,6 +151,13 @@ impl AppHealthCheck {
                 format!("timeout after {:?}", self.0.settings.timeout),
             )),
         };
+        if let Some(shared) = shared {
+            let detail = match &result {
+                Ok(()) => "ok",
+                Err(failure) => failure.detail.as_str(),
+            };
+            shared.checked(target.url_text(), result.is_ok(), detail);
+        }
         let outcome = CheckOutcome {
             ok: result.is_ok(),
             detail: match &result {

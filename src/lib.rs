@@ -15,6 +15,8 @@
 //! - [`status`]: the `/_lb/status` snapshot (JSON and HTML) and `/_lb/metrics`.
 //! - [`webhooks`]: Heroku app webhooks received at `/_lb/hooks/heroku`: verified, then a
 //!   "look at this app now" for discovery.
+//! - [`store`]: several balancer dynos sharing one view through Heroku Key-Value Store: one
+//!   lease holder polls and checks, ejections and webhooks are shared; optional.
 //! - [`shutdown`]: the log of what a graceful shutdown did to requests in flight.
 //! - [`demo`]: the embedded demo backends (a static source over local servers).
 //! - [`discovery`]: the `ServiceDiscovery` Pingora's `LoadBalancer` runs: app sources
@@ -23,8 +25,9 @@
 //!   Pingora's `HealthCheckService` on its own schedule.
 //! - [`ejection`]: passive ejection on failures seen on live traffic, capped by
 //!   `max_ejection_percent`.
-//! - [`selection`]: the balancing policy (round robin, least connections), panic routing
-//!   and in-flight counts; [`sticky`]: the sticky-session cookie.
+//! - [`selection`]: the balancing policy (round robin, least connections, peak-EWMA), panic
+//!   routing, per-app caps with the admission queue, and in-flight counts; [`sticky`]: the
+//!   sticky-session cookie.
 //! - [`backend`]: what one backend is at run time (`AppTarget`: address, health, counters)
 //!   and how it rides inside Pingora's `Backend`.
 //! - [`events`]: the last few health, ejection, panic and discovery events, for status.
@@ -56,6 +59,7 @@ pub mod selection;
 pub mod shutdown;
 pub mod status;
 pub mod sticky;
+pub mod store;
 pub mod time;
 pub mod traffic;
 pub mod values;

@@ -12,14 +12,15 @@ use heroku_lb::discovery::lookups::AppLookups;
 use heroku_lb::discovery::resolve::NameResolver;
 use heroku_lb::discovery::static_list::StaticSource;
 use heroku_lb::discovery::{AppDiscovery, AppSource};
-use heroku_lb::ejection::PassiveEjection;
-use heroku_lb::health::AppHealthCheck;
+use heroku_lb::ejection::{PassiveEjection, SharedEjections};
+use heroku_lb::health::{AppHealthCheck, SharedChecks};
 use heroku_lb::logging;
 use heroku_lb::proxy::AppProxy;
 use heroku_lb::selection::{AdmissionQueue, Selector};
 use heroku_lb::shutdown::ShutdownReport;
 use heroku_lb::status::StatusPage;
 use heroku_lb::sticky::StickyCookie;
+use heroku_lb::store::{SharedSource, SharedStore, StoreService};
 use heroku_lb::webhooks::WebhookReceiver;
 use log::{info, warn};
 use pingora::lb::selection::RoundRobin;
@@ -71,6 +72,17 @@ fn main() {
         lookups,
     } = app_source(&settings);
     let health = AppHealthCheck::new(&settings.health, &settings.upstream, &server.configuration);
+    // Several dynos, one view: the lease holder's discovery and checks are
+    // everyone's (store/).
+    let store = settings.store.as_ref().map(|store| {
+        let shared = SharedStore::new(store, &instance_name(&settings), lease_ttl(&settings));
+        health.share_with(Arc::clone(&shared) as Arc<dyn SharedChecks>);
+        shared
+    });
+    let apps: Box<dyn AppSource> = match &store {
+        Some(store) => Box::new(SharedSource::new(apps, Arc::clone(store))),
+        None => apps,
+    };
     let discovery = AppDiscovery::new(
         apps,
         NameResolver::new(settings.resolve_pins.clone()),
@@ -114,12 +126,15 @@ fn main() {
     }
     // Heroku webhooks, in pipeline mode with LB_WEBHOOK_SECRET: deliveries
     // ask discovery to look at an app, and run it at once.
+    let lookups_for_store = lookups.clone();
+    let lb_for_store = Arc::clone(&lb);
     let webhooks = match (&settings.source, lookups) {
         (BackendSource::Pipeline(pipeline), Some(lookups)) => {
             pipeline.webhooks.as_ref().map(|hooks| {
                 Arc::new(
                     WebhookReceiver::new(&hooks.secret, &settings.admin_prefix, lookups)
-                        .with_load_balancer(Arc::clone(&lb)),
+                        .with_load_balancer(Arc::clone(&lb))
+                        .with_store(store.clone()),
                 )
             })
         }
@@ -141,13 +156,24 @@ fn main() {
         settings.admin_prefix.clone(),
     )
     .with_webhooks(webhooks.clone())
-    .with_selector(Arc::clone(&selector));
-    let ejection = PassiveEjection::new(
+    .with_selector(Arc::clone(&selector))
+    .with_store(store.clone());
+    let mut ejection = PassiveEjection::new(
         Arc::clone(&lb),
         settings.health.passive_5xx_threshold,
         settings.health.max_ejection_percent,
     );
-    let mut proxy = AppProxy::new(Arc::clone(&selector), sticky, status, ejection, &settings);
+    if let Some(store) = &store {
+        ejection = ejection.with_shared(Arc::clone(store) as Arc<dyn SharedEjections>);
+    }
+    let ejection = Arc::new(ejection);
+    let mut proxy = AppProxy::new(
+        Arc::clone(&selector),
+        sticky,
+        status,
+        Arc::clone(&ejection),
+        &settings,
+    );
     if let Some(webhooks) = webhooks {
         info!(
             "webhooks: receiving Heroku app webhooks at {}hooks/heroku",
@@ -170,6 +196,22 @@ fn main() {
     proxy_handle.add_dependency(&lb_handle);
     if let Some(demo) = demo {
         server.add_service(background_service("demo backends", demo));
+    }
+    if let Some(store) = store {
+        info!(
+            "store: sharing one view with the other balancer dynos namespace={} instance={} \
+             lease={:?}",
+            store.namespace(),
+            store.instance(),
+            store.lease_ttl()
+        );
+        let service = StoreService::new(
+            store,
+            Arc::clone(&lb_for_store),
+            ejection,
+            lookups_for_store,
+        );
+        server.add_service(background_service("store", service));
     }
     info!(
         "heroku-lb listening on {} threads={} upstream_keepalive_pool_size={}",
@@ -236,6 +278,29 @@ fn app_source(settings: &Settings) -> Source {
             }
         }
     }
+}
+
+/// How this process names itself in the store: the dyno (or the host) and
+/// a random suffix, since a restarted dyno is another process.
+fn instance_name(settings: &Settings) -> String {
+    use std::hash::BuildHasher;
+    let base = settings
+        .dyno
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "heroku-lb".to_string());
+    let suffix = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("{base}-{:08x}", suffix as u32)
+}
+
+/// The store lease: two discovery intervals (the poller's), at least 2 s,
+/// renewed every third of it, so a dyno that dies is replaced within three.
+fn lease_ttl(settings: &Settings) -> Duration {
+    let interval = match &settings.source {
+        BackendSource::Pipeline(pipeline) => pipeline.interval,
+        _ => settings.health.interval,
+    };
+    (interval * 2).max(Duration::from_secs(2))
 }
 
 fn fail(message: &str) -> ! {

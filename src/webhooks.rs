@@ -21,6 +21,7 @@
 
 use crate::discovery::lookups::{AppLookups, Look};
 use crate::metrics::metrics;
+use crate::store::SharedStore;
 use crate::time;
 use bytes::Bytes;
 use log::{info, warn};
@@ -67,6 +68,8 @@ pub struct WebhookReceiver {
     load_balancer: Option<Arc<LoadBalancer<RoundRobin>>>,
     /// An immediate discovery run is scheduled and has not started yet.
     update_scheduled: Arc<AtomicBool>,
+    /// When dynos share a store: a look goes to the lease holder.
+    store: Option<Arc<SharedStore>>,
 }
 
 #[derive(Default)]
@@ -135,7 +138,15 @@ impl WebhookReceiver {
             state: Mutex::new(ReceiverState::default()),
             load_balancer: None,
             update_scheduled: Arc::new(AtomicBool::new(false)),
+            store: None,
         }
+    }
+
+    /// Publish looks through `store` when another dyno holds its lease
+    /// (that dyno does the API work once for every dyno).
+    pub fn with_store(mut self, store: Option<Arc<SharedStore>>) -> Self {
+        self.store = store;
+        self
     }
 
     /// Run `lb`'s discovery at once after each delivery that asks for a
@@ -255,6 +266,11 @@ impl WebhookReceiver {
             app_name.as_deref().unwrap_or("-"),
             delivery.webhook_metadata.delivery.id
         );
+        if let Some(store) = &self.store {
+            if store.forward_look(&app_id, look) {
+                return "accepted";
+            }
+        }
         self.lookups.request(&app_id, look);
         self.update_now();
         "accepted"

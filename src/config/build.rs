@@ -10,7 +10,7 @@ use super::parse::*;
 use super::source::backend_source;
 use super::{
     BackendSource, ConfigError, HealthSettings, QueueSettings, Settings, StickySettings,
-    UpstreamSettings,
+    StoreSettings, UpstreamSettings,
 };
 use crate::values::valid_cookie_name;
 use crate::values::IpCidr;
@@ -219,7 +219,11 @@ pub(super) fn build_settings(
         }
     }
 
+    let (store, store_warning) = store_settings(&source, env)?;
+    let mut warnings = warnings;
+    warnings.extend(store_warning);
     Ok(Settings {
+        store,
         listen,
         listen_port,
         source,
@@ -263,6 +267,66 @@ pub(super) fn build_settings(
         queueing,
         sticky,
         warnings,
+    })
+}
+
+/// `LB_STORE_URL`, else `REDIS_URL` (environment only: they carry the
+/// password), namespaced by what the dynos balance: the pipeline and stage,
+/// or a digest of the static list. The demo shares nothing (a warning).
+fn store_settings(
+    source: &BackendSource,
+    env: &dyn Env,
+) -> Result<(Option<StoreSettings>, Option<String>), ConfigError> {
+    let (var, url) = match (env.var(env::LB_STORE_URL), env.var(env::REDIS_URL)) {
+        (Some(url), _) => (env::LB_STORE_URL, url),
+        (None, Some(url)) => (env::REDIS_URL, url),
+        (None, None) => return Ok((None, None)),
+    };
+    // The URL is never echoed: it holds the store's password.
+    let parsed =
+        reqwest::Url::parse(&url).map_err(|e| ConfigError::new(var, format!("not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none() {
+        return Err(ConfigError::new(
+            var,
+            format!(
+                "a {} URL; expected redis://HOST:PORT or rediss://HOST:PORT",
+                parsed.scheme()
+            ),
+        ));
+    }
+    let namespace = match source {
+        BackendSource::Pipeline(pipeline) => {
+            format!("heroku-lb:{}:{}", pipeline.pipeline, pipeline.stage)
+        }
+        BackendSource::Static(urls) => {
+            let mut list: Vec<String> = urls.iter().map(|url| url.to_string()).collect();
+            list.sort();
+            format!("heroku-lb:static:{:016x}", fnv1a(list.join(",").as_bytes()))
+        }
+        BackendSource::Demo => {
+            return Ok((
+                None,
+                Some(format!(
+                    "{var} is set but the demo shares nothing: ignored (set HEROKU_API_KEY and \
+                     PIPELINE_IDENTIFIER, or LB_BACKENDS)"
+                )),
+            ))
+        }
+    };
+    Ok((
+        Some(StoreSettings {
+            url: super::ApiKey::new(url),
+            namespace,
+        }),
+        None,
+    ))
+}
+
+/// FNV-1a, 64 bits: a stable name for a static list (the same list on
+/// every dyno, whatever its build).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 

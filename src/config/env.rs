@@ -104,6 +104,10 @@ pub const LB_MAX_IN_FLIGHT_PER_DYNO: &str = "LB_MAX_IN_FLIGHT_PER_DYNO";
 pub const LB_QUEUE_TIMEOUT_SECONDS: &str = "LB_QUEUE_TIMEOUT_SECONDS";
 /// Requests the admission queue holds at most.
 pub const LB_QUEUE_MAX: &str = "LB_QUEUE_MAX";
+/// Set by the Heroku Key-Value Store add-on: the store's URL (secret).
+pub const REDIS_URL: &str = "REDIS_URL";
+/// A Redis URL to share the view through instead of `REDIS_URL` (secret).
+pub const LB_STORE_URL: &str = "LB_STORE_URL";
 /// Longest a request line waits in the log buffer, in seconds.
 pub const LB_LOG_FLUSH_INTERVAL_SECONDS: &str = "LB_LOG_FLUSH_INTERVAL_SECONDS";
 /// Pingora's `threads`.

@@ -196,6 +196,15 @@ pub struct QueueSettings {
     pub max: usize,
 }
 
+/// Several balancer dynos sharing one view (`store/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// The Redis URL (it carries the password: `ApiKey` keeps it out of logs).
+    pub url: ApiKey,
+    /// Keys and channels live under this: `heroku-lb:{pipeline}:{stage}`.
+    pub namespace: String,
+}
+
 /// Sticky sessions (`sticky.rs`).
 #[derive(Clone, PartialEq)]
 pub struct StickySettings {
@@ -252,6 +261,8 @@ pub struct Settings {
     pub policy: Policy,
     /// Per-app concurrency caps and the admission queue (off: `None`).
     pub queueing: Option<QueueSettings>,
+    /// The shared store, when `REDIS_URL` or `LB_STORE_URL` is set.
+    pub store: Option<StoreSettings>,
     pub sticky: Option<StickySettings>,
     /// Settings that were given but are ignored, for `main` to log at start.
     pub warnings: Vec<String>,

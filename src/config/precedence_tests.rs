@@ -108,6 +108,8 @@ fn cases() -> Vec<Case> {
         case("LB_ADMIN_PATH_PREFIX", ("/_env/", "/_env/"), ("/_file/", "/_file/"), "/_lb/", "lb", |s, _| s.admin_prefix.clone()),
         case("LB_TRUSTED_PROXIES", ("10.0.0.0/8,::1", "[10.0.0.0/8, ::1/128]"), ("[\"192.168.0.0/16\"]", "[192.168.0.0/16]"), "[]", "router", |s, _| format!("[{}]", s.trusted_proxies.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "))),
         Case { file_against_env: Some("true"), ..case("LB_REWRITE_REDIRECTS", ("false", "false"), ("false", "false"), "true", "maybe", |s, _| s.rewrite_redirects.to_string()) },
+        Case { var: "REDIS_URL", context: PIPELINE, env: ("redis://127.0.0.1:6379", "heroku-lb:p:production"), file: None, file_against_env: None, default: "none", bad: Some("http://127.0.0.1"), read: Some(|s, _| s.store.as_ref().map_or("none".to_string(), |store| store.namespace.clone())) },
+        Case { var: "LB_STORE_URL", context: &[("LB_BACKENDS", "http://a.test"), ("REDIS_URL", "redis://127.0.0.1:1")], env: ("rediss://127.0.0.1:2", "rediss://127.0.0.1:2"), file: None, file_against_env: None, default: "redis://127.0.0.1:1", bad: Some("not a url"), read: Some(|s, _| s.store.as_ref().map_or(String::new(), |store| store.url.expose().to_string())) },
         case("LB_LOG_FLUSH_INTERVAL_SECONDS", ("2", "2s"), ("0.5", "500ms"), "100ms", "often", |s, _| format!("{:?}", s.log_flush_interval)),
         case("LB_THREADS", ("97", "97"), ("98", "98"), "cpus", "0", |_, conf| if conf.threads == super::default_threads() { "cpus".to_string() } else { conf.threads.to_string() }),
         case("LB_GRACE_PERIOD_SECONDS", ("12", "Some(12)"), ("8", "Some(8)"), "Some(10)", "30", |_, conf| format!("{:?}", conf.grace_period_seconds)),

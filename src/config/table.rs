@@ -312,6 +312,19 @@ pub const SETTINGS: &[Setting] = &[
         "true",
         "Rewrite `Location`, `Content-Location`, `Refresh` and cookie `Domain`s naming an app's own host to the client's.",
     ),
+    // Several balancer dynos.
+    row(
+        REDIS_URL,
+        Key::None,
+        "",
+        "Set by the Heroku Key-Value Store add-on: several balancer dynos share one view through it (secret: environment only; see Running several balancer dynos).",
+    ),
+    row(
+        LB_STORE_URL,
+        Key::None,
+        "",
+        "A `redis://` or `rediss://` URL to share the view through instead of `REDIS_URL` (secret: environment only).",
+    ),
     row(
         LB_LOG_FLUSH_INTERVAL_SECONDS,
         Section("log_flush_interval_seconds"),

@@ -79,7 +79,7 @@ pub struct AppProxy {
     sticky: Option<StickyCookie>,
     status: StatusPage,
     upstream: UpstreamSettings,
-    ejection: PassiveEjection,
+    ejection: Arc<PassiveEjection>,
     /// Our own listening port, for `X-Forwarded-Port` when no trusted hop sent one.
     listen_port: http::HeaderValue,
     request_ids: RequestIds,
@@ -169,7 +169,7 @@ impl AppProxy {
         selector: Arc<Selector>,
         sticky: Option<StickyCookie>,
         status: StatusPage,
-        ejection: PassiveEjection,
+        ejection: Arc<PassiveEjection>,
         settings: &Settings,
     ) -> Self {
         AppProxy {

@@ -39,6 +39,7 @@ use crate::discovery::DiscoveryStatus;
 use crate::events::events;
 use crate::metrics::{self, metrics};
 use crate::selection::{Policy, Selector};
+use crate::store::SharedStore;
 use crate::time;
 use crate::webhooks::{WebhookReceiver, WebhookView};
 use bytes::Bytes;
@@ -75,6 +76,13 @@ pub struct StatusSnapshot {
     /// The admission queue, when backends are capped (`max_in_flight_per_dyno`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueView>,
+    /// The shared store, when dynos share one (`REDIS_URL`): `connected`,
+    /// `fallback` (acting alone until it answers) or `connecting`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<&'static str>,
+    /// Whether this dyno holds the store's lease (polls and checks for all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_leader: Option<bool>,
     pub backends: Vec<BackendView>,
     /// The last events (`events.rs`), newest first.
     pub events: Vec<EventView>,
@@ -191,6 +199,7 @@ pub struct StatusPage {
     webhooks: Option<Arc<WebhookReceiver>>,
     /// The proxy's selector, for shares, costs and the queue.
     selector: Option<Arc<Selector>>,
+    store: Option<Arc<SharedStore>>,
 }
 
 impl StatusPage {
@@ -214,12 +223,19 @@ impl StatusPage {
             prefix,
             webhooks: None,
             selector: None,
+            store: None,
         }
     }
 
     /// Show the last Heroku webhook `receiver` took.
     pub fn with_webhooks(mut self, receiver: Option<Arc<WebhookReceiver>>) -> Self {
         self.webhooks = receiver;
+        self
+    }
+
+    /// Show where this dyno stands with the shared `store`.
+    pub fn with_store(mut self, store: Option<Arc<SharedStore>>) -> Self {
+        self.store = store;
         self
     }
 
@@ -289,6 +305,8 @@ impl StatusPage {
                     .and_then(|api| api.rate_limit_remaining()),
             },
             webhooks: self.webhooks.as_ref().map(|receiver| receiver.view()),
+            store: self.store.as_ref().map(|store| store.state().label()),
+            store_leader: self.store.as_ref().map(|store| store.is_leader()),
             queue: self
                 .selector
                 .as_ref()
@@ -683,6 +701,8 @@ mod tests {
             },
             webhooks: None,
             queue: None,
+            store: None,
+            store_leader: None,
             backends: vec![
                 BackendView {
                     name: "shop-1".into(),
