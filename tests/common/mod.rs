@@ -18,6 +18,7 @@ pub mod dockerfile;
 pub mod heroku_api;
 pub mod lb;
 pub mod raw_backend;
+pub mod redis;
 pub mod router;
 pub mod slow_backend;
 pub mod status;

@@ -54,6 +54,9 @@ const RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(60);
 /// Formation lookups in flight at once when many new apps appear together
 /// (a first round over a large pipeline must end well inside Heroku's 60 s boot limit).
 const LOOKUP_CONCURRENCY: usize = 8;
+/// How early a scheduled poll may run: the discovery loop's tick and this
+/// source's clock drift by a few microseconds a round.
+const SCHEDULE_TOLERANCE: Duration = Duration::from_millis(50);
 /// Longest a round spends on per-app lookups before it returns what it has
 /// (inside `discovery/mod.rs`'s 40 s limit, which would discard it all).
 pub const ROUND_BUDGET: Duration = Duration::from_secs(30);
@@ -151,7 +154,11 @@ impl PipelineSource {
     async fn run(&self, state: &mut PipelineState) -> Result<RoundResult, ApiError> {
         let deadline = tokio::time::Instant::now() + ROUND_BUDGET;
         let mut result = RoundResult::default();
-        let couplings_due = state.next_couplings.is_none_or(|due| due <= Instant::now());
+        // The discovery loop calls on its own tick, which need not land
+        // after this clock: a poll due within the tolerance is due.
+        let couplings_due = state
+            .next_couplings
+            .is_none_or(|due| due <= Instant::now() + SCHEDULE_TOLERANCE);
         result.polled = couplings_due;
         if couplings_due {
             self.poll_couplings(state).await?;
@@ -638,12 +645,15 @@ impl AppSource for PipelineSource {
 
     async fn round(&self) -> Result<Round, SourceError> {
         let mut state = self.state.lock().await;
+        // Polls are scheduled from the start of a round, as the discovery
+        // loop schedules rounds: the two clocks agree.
+        let started = Instant::now();
         match self.run(&mut state).await {
             Ok(result) => {
                 // A 429 on a per-app lookup backs the next round off as a
                 // failed round would; other per-app failures retry at the
                 // normal interval.
-                let now = Instant::now();
+                let now = started;
                 let next_round_in = match (&result.rate_limited, result.polled) {
                     (Some(error), _) => {
                         state.failures += 1;
@@ -654,9 +664,9 @@ impl AppSource for PipelineSource {
                         self.next_round_in(&mut state)
                     }
                     // Only looks: the next poll keeps its time.
-                    (None, false) => state
-                        .next_couplings
-                        .map_or(Duration::ZERO, |due| due.saturating_duration_since(now)),
+                    (None, false) => state.next_couplings.map_or(Duration::ZERO, |due| {
+                        due.saturating_duration_since(Instant::now())
+                    }),
                 };
                 if result.polled || result.rate_limited.is_some() {
                     state.next_couplings = Some(now + next_round_in);
