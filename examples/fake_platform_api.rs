@@ -1,4 +1,4 @@
-//! The fake Heroku Platform API of the tests (`tests/common/heroku_api.rs`),
+//! The fake Heroku Platform API of the tests (`tests/common/heroku_api/`),
 //! run on its own for `bench/run.py`'s "discovery" scenario: one pipeline
 //! whose production stage holds `--apps N` apps.
 //!
@@ -20,7 +20,7 @@
 
 // The tests' fake, whole: this program drives only part of it.
 #[allow(dead_code)]
-#[path = "../tests/common/heroku_api.rs"]
+#[path = "../tests/common/heroku_api/mod.rs"]
 mod heroku_api;
 
 use heroku_api::{AppFixture, FakeHerokuApi, RecordedRequest};

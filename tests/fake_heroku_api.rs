@@ -1,10 +1,10 @@
-//! Self-test of the fake Platform API in `tests/common/heroku_api.rs`: the other integration
+//! Self-test of the fake Platform API in `tests/common/heroku_api/`: the other integration
 //! tests trust it to behave like Heroku's, so its headers, paging, conditional requests, rate
 //! limit and failure switches are checked here directly with reqwest.
 
 // The fake, whole: this self-test checks its answers, not every builder.
 #[allow(dead_code)]
-#[path = "common/heroku_api.rs"]
+#[path = "common/heroku_api/mod.rs"]
 mod heroku_api;
 
 use std::time::{Duration, Instant};
