@@ -18,6 +18,10 @@
 //!
 //! `cargo run --release --example fake_platform_api -- --apps 1000 --backend-ports 9001,9002,9003`
 
+// The listener it keeps its port with while refusing (`super::held_port` to the fake).
+#[allow(dead_code)]
+#[path = "../tests/common/held_port.rs"]
+mod held_port;
 // The tests' fake, whole: this program drives only part of it.
 #[allow(dead_code)]
 #[path = "../tests/common/heroku_api/mod.rs"]

@@ -3,7 +3,7 @@
 //! (`raw_backend`), backends that answer after a chosen delay (`slow_backend`), a TLS router shared by several apps (`router`), the fake
 //! Platform API (`heroku_api`), readers of `/_lb/status` and `/_lb/metrics`
 //! (`status`) and of the shipped Dockerfile (`dockerfile`), headless Chromium
-//! (`browser`), plus the small
+//! (`browser`), listeners that keep their port while down (`held_port`), plus the small
 //! helpers below.
 //! Everything listens on 127.0.0.1 with ports chosen by the kernel, and every
 //! wait is bounded by a try count and a deadline, so tests can run in parallel
@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod browser;
 pub mod dockerfile;
+pub mod held_port;
 pub mod heroku_api;
 pub mod lb;
 pub mod raw_backend;

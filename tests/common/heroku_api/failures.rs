@@ -28,9 +28,9 @@ pub const HUGE_PADDING: usize = 10 * 1024 * 1024;
 pub enum Failure {
     /// Answer normally.
     None,
-    /// Through `set_failure`: close the listening socket (and open connections), so connects
-    /// are refused; setting any other failure binds the same port again. Through
-    /// `set_failure_on`/`fail_next`: close the connection without answering.
+    /// Through `set_failure`: stop listening (and close open connections), so connects are
+    /// refused while the port stays the fake's; setting any other failure listens on it again.
+    /// Through `set_failure_on`/`fail_next`: close the connection without answering.
     Refuse,
     /// Send the status line, headers (with the full `Content-Length`) and half of the body,
     /// then drop the connection.
@@ -65,8 +65,9 @@ pub(super) struct FailureRule {
 
 impl FakeHerokuApi {
     /// Applies `failure` to every request from now on, replacing all other failure settings.
-    /// `Failure::Refuse` closes the listener and open connections (connects are refused) and
-    /// returns once that is done; any other value re-opens the same port first if it was closed.
+    /// `Failure::Refuse` stops listening and closes open connections (connects are refused; the
+    /// port stays held) and returns once that is done; any other value first listens on the
+    /// same port again if it was not listening.
     pub fn set_failure(&self, failure: Failure) {
         let refuse = failure == Failure::Refuse;
         {
@@ -119,7 +120,7 @@ impl FakeHerokuApi {
         );
     }
 
-    /// Back to normal answers on every path; re-opens the listener if it was closed.
+    /// Back to normal answers on every path; listens again if it was refusing connections.
     pub fn clear_failures(&self) {
         self.set_failure(Failure::None);
     }

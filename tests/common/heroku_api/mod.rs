@@ -34,6 +34,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use super::held_port::{self, DownListener};
+
 // The public names, all at `heroku_api::` as before the split; a test binary uses some of them.
 #[allow(unused_imports)]
 pub use failures::{Failure, HUGE_PADDING};
@@ -60,16 +62,13 @@ pub struct FakeHerokuApi {
 }
 
 impl FakeHerokuApi {
-    /// Starts the fake on 127.0.0.1 (port 0), accepting `Authorization: Bearer <api_key>`.
+    /// Starts the fake on 127.0.0.1 (a port the kernel picks, held until the fake is dropped),
+    /// accepting `Authorization: Bearer <api_key>`.
     /// Defaults: no pipelines or apps, `RateLimit-Remaining` [`DEFAULT_RATE_LIMIT`], no page-size
     /// cap, no failure, and a 304 costs a token like any request.
     pub fn start(api_key: &str) -> Self {
         let remaining = DEFAULT_RATE_LIMIT;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("binding 127.0.0.1:0 for the fake Heroku API");
-        listener
-            .set_nonblocking(true)
-            .expect("a fresh listener can be made non-blocking");
+        let listener = held_port::bind_loopback();
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
@@ -87,7 +86,7 @@ impl FakeHerokuApi {
                     .enable_all()
                     .build()
                     .expect("building the fake Heroku API runtime");
-                runtime.block_on(serve(server_shared, listener, addr, control_rx));
+                runtime.block_on(serve(server_shared, listener, control_rx));
                 runtime.shutdown_background();
             })
             .expect("spawning the fake Heroku API thread");
@@ -161,7 +160,13 @@ impl FakeHerokuApi {
         self.send_control(Control::Refuse(done));
         done_rx
             .recv_timeout(Duration::from_secs(5))
-            .expect("the fake Heroku API thread closes its listener within 5 s");
+            .expect("the fake Heroku API thread stops listening within 5 s")
+            .unwrap_or_else(|e| {
+                panic!(
+                    "stop listening on {} for the fake Heroku API: {e}",
+                    self.addr
+                )
+            });
     }
 
     fn resume_connections(&self) {
@@ -170,7 +175,9 @@ impl FakeHerokuApi {
         done_rx
             .recv_timeout(Duration::from_secs(5))
             .expect("the fake Heroku API thread answers a resume within 5 s")
-            .unwrap_or_else(|e| panic!("re-binding {} for the fake Heroku API: {e}", self.addr));
+            .unwrap_or_else(|e| {
+                panic!("listen again on {} for the fake Heroku API: {e}", self.addr)
+            });
     }
 
     fn send_control(&self, message: Control) {
@@ -205,7 +212,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 // Server
 
 enum Control {
-    Refuse(std_mpsc::Sender<()>),
+    Refuse(std_mpsc::Sender<io::Result<()>>),
     Resume(std_mpsc::Sender<io::Result<()>>),
     Shutdown,
 }
@@ -215,11 +222,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn serve(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
-    addr: SocketAddr,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
-    let mut listener =
+    // One of the two at a time: listening, or down with the port still held.
+    let mut up =
         Some(TcpListener::from_std(listener).expect("registering the listener with Tokio"));
+    let mut down: Option<DownListener> = None;
     // Bumped to drop every open connection when the fake starts refusing.
     let (kill, _) = watch::channel(0u64);
     loop {
@@ -227,19 +235,22 @@ async fn serve(
             command = control.recv() => match command {
                 None | Some(Control::Shutdown) => return,
                 Some(Control::Refuse(done)) => {
-                    listener = None;
+                    let result = match up.take() {
+                        Some(listener) => held_port::take_down(listener).map(|d| down = Some(d)),
+                        None => Ok(()),
+                    };
                     kill.send_modify(|generation| *generation += 1);
-                    let _ = done.send(());
+                    let _ = done.send(result);
                 }
                 Some(Control::Resume(done)) => {
-                    let result = match listener {
-                        Some(_) => Ok(()),
-                        None => rebind(addr).await.map(|l| listener = Some(l)),
+                    let result = match down.take() {
+                        Some(held) => held.listen().map(|l| up = Some(l)),
+                        None => Ok(()),
                     };
                     let _ = done.send(result);
                 }
             },
-            accepted = accept(listener.as_ref()) => {
+            accepted = accept(up.as_ref()) => {
                 if let Ok((stream, _)) = accepted {
                     let shared = Arc::clone(&shared);
                     let mut killed = kill.subscribe();
@@ -265,19 +276,6 @@ async fn accept(listener: Option<&TcpListener>) -> io::Result<(tokio::net::TcpSt
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,
     }
-}
-
-/// Binds the old port again; a few tries, in case the kernel is slow to release it.
-async fn rebind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let mut last_error = None;
-    for _ in 0..20 {
-        match TcpListener::bind(addr).await {
-            Ok(listener) => return Ok(listener),
-            Err(e) => last_error = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(last_error.expect("the loop ran at least once"))
 }
 
 async fn handle(
