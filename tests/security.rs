@@ -12,9 +12,8 @@ use std::time::Duration;
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
 use common::heroku_api::{Failure, FakeHerokuApi};
 use common::lb::{LbBuilder, LbProcess};
+use common::raw_client::raw_head;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const TOKEN: &str = "status-token-9d7e1c44-secret";
 const KEY: &str = "hrku-security-key-0f6a2b93-do-not-log";
@@ -45,30 +44,6 @@ async fn two_apps_behind_the_token() -> (Vec<TestBackend>, LbProcess, reqwest::C
     let client = common::http_client();
     wait_healthy(&client, &lb, 2).await;
     (backends, lb, client)
-}
-
-/// Send raw `request` bytes on a fresh connection and return the status of
-/// the first answer and the answer's head (None: no answer within 5 s).
-async fn raw_status(lb: &LbProcess, request: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", lb.port())).await.ok()?;
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let status = head.split(' ').nth(1)?.parse().ok()?;
-        Some((status, head))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()?
 }
 
 /// Paths the backends received that start with `prefix`.
@@ -113,9 +88,9 @@ async fn hop_by_hop_headers_from_the_client_never_reach_the_backend() {
             X-Kept: end-to-end\r\n\
             \r\n"
         );
-        let answer = raw_status(&lb, &request).await;
+        let answer = raw_head(&lb, request.as_bytes()).await;
         assert_eq!(
-            answer.as_ref().map(|(status, _)| *status),
+            answer.as_ref().map(|answer| answer.status).ok(),
             Some(200),
             "{path}: {answer:?}\noutput:\n{}",
             lb.output()
@@ -192,23 +167,23 @@ async fn admin_paths_are_never_forwarded_whatever_the_method_or_sub_path() {
                 "\r\n"
             };
             let request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{body}");
-            match raw_status(&lb, &request).await {
-                Some((_, head)) if head.to_ascii_lowercase().contains(BACKEND_HEADER) => {
+            match raw_head(&lb, request.as_bytes()).await {
+                Ok(answer) if answer.header(BACKEND_HEADER).is_some() => {
                     answered_by_backend.push(format!("{method} {path}"))
                 }
-                Some(_) => {}
-                None => answered_by_backend.push(format!("{method} {path}: no answer")),
+                Ok(_) => {}
+                Err(e) => answered_by_backend.push(format!("{method} {path}: no answer: {e}")),
             }
         }
     }
     for path in ["/_lb/status", "/_lb/metrics", "/_lb/other"] {
         let request = format!("GET http://127.0.0.1{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        match raw_status(&lb, &request).await {
-            Some((_, head)) if head.to_ascii_lowercase().contains(BACKEND_HEADER) => {
+        match raw_head(&lb, request.as_bytes()).await {
+            Ok(answer) if answer.header(BACKEND_HEADER).is_some() => {
                 answered_by_backend.push(format!("absolute-form GET http://127.0.0.1{path}"))
             }
-            Some(_) => {}
-            None => answered_by_backend.push(format!("absolute-form {path}: no answer")),
+            Ok(_) => {}
+            Err(e) => answered_by_backend.push(format!("absolute-form {path}: no answer: {e}")),
         }
     }
     let forwarded: Vec<String> = paths_seen(&backends, "/_lb")
@@ -245,7 +220,7 @@ async fn encoded_admin_paths_are_answered_by_the_balancer_or_passed_on_verbatim(
     let mut problems = Vec::new();
     for path in variants {
         let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        let answer = raw_status(&lb, &request).await;
+        let answer = raw_head(&lb, request.as_bytes()).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let received: Vec<String> = backends
             .iter()
@@ -254,11 +229,12 @@ async fn encoded_admin_paths_are_answered_by_the_balancer_or_passed_on_verbatim(
             .filter(|p| p == path)
             .collect();
         let outcome = match &answer {
-            None => {
-                problems.push(format!("{path}: no answer"));
+            Err(e) => {
+                problems.push(format!("{path}: no answer: {e}"));
                 "no answer".to_string()
             }
-            Some((status, head)) if head.to_ascii_lowercase().contains(BACKEND_HEADER) => {
+            Ok(answer) if answer.header(BACKEND_HEADER).is_some() => {
+                let status = answer.status;
                 if received.is_empty() {
                     problems.push(format!(
                         "{path}: answered by an app that did not receive it verbatim"
@@ -266,8 +242,9 @@ async fn encoded_admin_paths_are_answered_by_the_balancer_or_passed_on_verbatim(
                 }
                 format!("forwarded to the app verbatim, app answered {status}")
             }
-            Some((status, _)) => {
-                if *status >= 500 {
+            Ok(answer) => {
+                let status = answer.status;
+                if status >= 500 {
                     problems.push(format!("{path}: {status}"));
                 }
                 // Health checks may land meanwhile; only this path counts.

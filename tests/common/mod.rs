@@ -1,10 +1,11 @@
 //! Shared fixtures for the integration tests: the balancer as a child process
 //! (`lb`), plain HTTP backends (`backend`), hand-written HTTP/1.1 backends
-//! (`raw_backend`), backends that answer after a chosen delay (`slow_backend`), a TLS router shared by several apps (`router`), the fake
-//! Platform API (`heroku_api`), readers of `/_lb/status` and `/_lb/metrics`
+//! (`raw_backend`) and clients (`raw_client`), backends that answer after a
+//! chosen delay (`slow_backend`), a TLS router shared by several apps
+//! (`router`), the fake Platform API (`heroku_api`), listeners that keep their
+//! port while down (`held_port`), readers of `/_lb/status` and `/_lb/metrics`
 //! (`status`) and of the shipped Dockerfile (`dockerfile`), headless Chromium
-//! (`browser`), listeners that keep their port while down (`held_port`), plus the small
-//! helpers below.
+//! (`browser`), plus the small helpers below.
 //! Everything listens on 127.0.0.1 with ports chosen by the kernel, and every
 //! wait is bounded by a try count and a deadline, so tests can run in parallel
 //! and a broken balancer fails a test instead of hanging it.
@@ -18,6 +19,7 @@ pub mod held_port;
 pub mod heroku_api;
 pub mod lb;
 pub mod raw_backend;
+pub mod raw_client;
 pub mod router;
 pub mod slow_backend;
 pub mod status;
