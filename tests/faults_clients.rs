@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::backend::TestBackend;
 use common::lb::{LbBuilder, LbProcess};
 use common::raw_client::{raw_exchange, RawConnection, RAW_TIMEOUT};
-use common::status::{status, wait_healthy};
+use common::status::{poll_status, status, wait_healthy};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -523,13 +523,13 @@ async fn a_client_hanging_up_mid_response_frees_the_upstream_connection() {
         .lock()
         .unwrap()
         .map(|at| at.saturating_duration_since(hung_up));
-    common::wait_until(
-        "in_flight to return to 0",
-        100,
-        Duration::from_millis(50),
-        || async { in_flight(&status(&client, &lb).await) == Some(0) },
-    )
-    .await;
+    poll_status(&client, &lb)
+        .within(Duration::from_secs(5))
+        .strict()
+        .until("in_flight to return to 0", |status| {
+            in_flight(status) == Some(0)
+        })
+        .await;
     println!(
         "upstream closed {closed_after:?} after the client hung up; in_flight back to 0 after {:?}",
         hung_up.elapsed()

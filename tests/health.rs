@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend};
 use common::lb::{LbBuilder, LbProcess};
-use common::status::{entry, status, wait_backend_healthy};
+use common::status::{entry, poll_status, status};
 use serde_json::Value;
 
 /// `HEALTH_CHECK_INTERVAL` used by every test here.
@@ -35,22 +35,22 @@ fn balancer(urls: &[String]) -> LbBuilder {
         .config("passive_5xx_threshold", "0")
 }
 
-/// Poll `/_lb/status` until the backend at `url` shows `healthy: want`.
-/// Returns how long that took and its entry at that moment.
+/// Poll `/_lb/status` (every `POLL`, up to `STATE_DEADLINE`) until the
+/// backend at `url` shows `healthy: want`. Returns how long that took and its
+/// entry at that moment.
 async fn wait_healthy(
     client: &reqwest::Client,
     lb: &LbProcess,
     url: &str,
     want: bool,
 ) -> (Duration, Value) {
-    wait_backend_healthy(client, lb, url, want, Instant::now(), STATE_DEADLINE, POLL)
-        .await
-        .unwrap_or_else(|last| {
-            panic!(
-                "{url} never showed healthy={want} within {STATE_DEADLINE:?}; last entry: {last:#}; stderr:\n{}",
-                lb.stderr()
-            )
-        })
+    let seen = poll_status(client, lb)
+        .every(POLL)
+        .within(STATE_DEADLINE)
+        .strict()
+        .until_backend(url, want)
+        .await;
+    (seen.after, entry(&seen.status, url).clone())
 }
 
 /// Send `count` GETs to `/work/{tag}/{i}`; every one must be answered 200.
@@ -191,18 +191,16 @@ async fn a_backend_that_stops_listening_is_evicted_without_failing_client_reques
         "{evicted:#}"
     );
     // Active checks see the closed port too.
-    common::wait_until(
-        "a failing active check on the closed port",
-        40,
-        POLL * 4,
-        || async {
-            let snapshot = status(&client, &lb).await;
-            let backend = entry(&snapshot, &dying.url());
+    poll_status(&client, &lb)
+        .every(POLL * 4)
+        .within(POLL * 4 * 40)
+        .strict()
+        .until("a failing active check on the closed port", |snapshot| {
+            let backend = entry(snapshot, &dying.url());
             backend["last_check"] == "connection refused"
                 && backend["consecutive_failures"].as_u64() >= Some(u64::from(FALL))
-        },
-    )
-    .await;
+        })
+        .await;
 }
 
 /// A backend that is down when the balancer starts gets no client traffic, and is admitted once it comes up.

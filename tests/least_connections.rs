@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
 use common::heroku_api::{AppFixture, FakeHerokuApi};
 use common::lb::{LbBuilder, LbExit, LbProcess, EXIT_TIMEOUT};
 use common::slow_backend::SlowBackend;
-use common::status::{status, wait_healthy};
+use common::status::{in_flight, poll_status, status, wait_healthy, wait_in_flight_zero};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -49,19 +48,6 @@ fn backends(status: &Value) -> &Vec<Value> {
     status["backends"]
         .as_array()
         .unwrap_or_else(|| panic!("status has no backends array: {status}"))
-}
-
-/// `(url, in_flight)` of every backend in a status answer.
-fn in_flight(status: &Value) -> Vec<(String, u64)> {
-    backends(status)
-        .iter()
-        .map(|backend| {
-            let count = backend["in_flight"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("backend without a numeric in_flight: {backend}"));
-            (backend["url"].as_str().unwrap_or("?").to_string(), count)
-        })
-        .collect()
 }
 
 /// The status entry whose `url` names `addr_url` (`http://127.0.0.1:PORT`).
@@ -309,20 +295,7 @@ async fn in_flight_counts_return_to_zero_however_requests_end() {
     );
 
     // 4. Everything settles back to 0.
-    let last = Mutex::new(Vec::new());
-    let settled = common::poll_until(100, Duration::from_millis(50), || async {
-        let counts = in_flight(&status(&client, &lb).await);
-        let zero = counts.iter().all(|(_, n)| *n == 0);
-        *last.lock().unwrap() = counts;
-        zero
-    })
-    .await;
-    assert!(
-        settled,
-        "in_flight never returned to 0 within 5 s; last (url, in_flight): {:?}\nbalancer output:\n{}",
-        last.lock().unwrap(),
-        lb.output()
-    );
+    wait_in_flight_zero(&client, &lb).await;
     let metrics = common::get(&client, &lb.url_for("/_lb/metrics")).await;
     let gauges = in_flight_gauges(&metrics.body);
     assert_eq!(
@@ -359,13 +332,7 @@ async fn a_client_that_gives_up_is_not_resent_elsewhere_and_does_not_eject_its_b
     }
     while gone.join_next().await.is_some() {}
     // Let the slow backend finish (1 s) and the balancer settle.
-    let settled = common::poll_until(100, Duration::from_millis(50), || async {
-        in_flight(&status(&client, &lb).await)
-            .iter()
-            .all(|(_, n)| *n == 0)
-    })
-    .await;
-    assert!(settled, "in_flight never returned to 0");
+    wait_in_flight_zero(&client, &lb).await;
 
     let (at_slow, at_fast) = (slow.count_to("/gone/"), fast.count_to("/gone/"));
     let slow_entry = backend_entry(&status(&client, &lb).await, &slow.url()).clone();
@@ -435,29 +402,24 @@ async fn least_connections_divides_in_flight_requests_by_dyno_weight() {
         .await;
     let client = common::http_client();
 
-    let weighted = common::poll_until(200, Duration::from_millis(50), || async {
-        let status = status(&client, &lb).await;
-        let weights: Vec<(String, u64, bool)> = backends(&status)
-            .iter()
-            .map(|b| {
-                (
-                    b["name"].as_str().unwrap_or("").to_string(),
-                    b["weight"].as_u64().unwrap_or(0),
-                    b["healthy"].as_bool().unwrap_or(false),
-                )
-            })
-            .collect();
-        weights.len() == 2
-            && weights.contains(&("three-dynos".to_string(), 3, true))
-            && weights.contains(&("one-dyno".to_string(), 1, true))
-    })
-    .await;
-    assert!(
-        weighted,
-        "never both apps healthy with weights 3 and 1; status: {}\nbalancer output:\n{}",
-        status(&client, &lb).await,
-        lb.output()
-    );
+    poll_status(&client, &lb)
+        .strict()
+        .until("both apps healthy with weights 3 and 1", |status| {
+            let weights: Vec<(String, u64, bool)> = backends(status)
+                .iter()
+                .map(|b| {
+                    (
+                        b["name"].as_str().unwrap_or("").to_string(),
+                        b["weight"].as_u64().unwrap_or(0),
+                        b["healthy"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect();
+            weights.len() == 2
+                && weights.contains(&("three-dynos".to_string(), 3, true))
+                && weights.contains(&("one-dyno".to_string(), 1, true))
+        })
+        .await;
 
     // One request at a time: every backend has 0 in flight at each pick,
     // and the weights alone must divide them.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
 use common::lb::LbBuilder;
-use common::status::{entry, status};
+use common::status::poll_status;
 
 /// Every family `/_lb/metrics` must carry.
 const FAMILIES: [&str; 10] = [
@@ -286,13 +286,12 @@ async fn the_metrics_are_valid_prometheus_text_and_count_the_traffic_sent() {
     let client = common::http_client();
     // Wait on the status page rather than with proxied requests, so that every
     // proxied request is one this test counts.
-    common::wait_until(
-        "both backends healthy",
-        200,
-        Duration::from_millis(25),
-        || async { status(&client, &lb).await["backends_healthy"] == 2 },
-    )
-    .await;
+    poll_status(&client, &lb)
+        .every(Duration::from_millis(25))
+        .within(Duration::from_secs(5))
+        .strict()
+        .until_healthy(2)
+        .await;
 
     // (backend name, class) -> requests, as the client saw them.
     let mut sent: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -312,13 +311,12 @@ async fn the_metrics_are_valid_prometheus_text_and_count_the_traffic_sent() {
     }
     assert!(saw_503, "no 503 came back: {sent:?}");
     // ...and until an active check has failed on it and evicted it.
-    common::wait_until(
-        "the sick app evicted",
-        200,
-        Duration::from_millis(25),
-        || async { entry(&status(&client, &lb).await, &sick.url())["healthy"] == false },
-    )
-    .await;
+    poll_status(&client, &lb)
+        .every(Duration::from_millis(25))
+        .within(Duration::from_secs(5))
+        .strict()
+        .until_backend(&sick.url(), false)
+        .await;
     for i in 0..4 {
         let reply = common::get(&client, &lb.url_for(&format!("/work/after/{i}"))).await;
         assert_eq!(tally(&mut sent, reply), 200);

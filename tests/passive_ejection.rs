@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
 use common::lb::{LbBuilder, LbProcess};
-use common::status::{entry, metric, status, wait_backend_healthy};
+use common::status::{entry, metric, poll_status, status};
 
 /// The `backend` label static mode gives a backend: its `host:port`.
 fn label(backend: &TestBackend) -> String {
@@ -194,22 +194,14 @@ async fn an_ejected_backend_returns_after_rise_passing_active_checks() {
     let view = entry(&status(&client, &lb).await, &sick.url()).clone();
     assert_eq!(view["state"], "ejected", "{view:#}");
 
-    let (back_after, _) = wait_backend_healthy(
-        &client,
-        &lb,
-        &sick.url(),
-        true,
-        recovered,
-        Duration::from_secs(8),
-        Duration::from_millis(25),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "the ejected backend never came back; stderr:\n{}",
-            lb.stderr()
-        )
-    });
+    let back_after = poll_status(&client, &lb)
+        .since(recovered)
+        .within(Duration::from_secs(8))
+        .every(Duration::from_millis(25))
+        .strict()
+        .until_backend(&sick.url(), true)
+        .await
+        .after;
     // rise checks after the recovery, the first up to one interval away;
     // plus 100 ms for observing it.
     let bound = interval * (rise + 1) + Duration::from_millis(100);

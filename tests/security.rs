@@ -13,6 +13,7 @@ use common::backend::{Answer, TestBackend, BACKEND_HEADER};
 use common::heroku_api::{Failure, FakeHerokuApi};
 use common::lb::{LbBuilder, LbProcess};
 use common::raw_client::raw_head;
+use common::status::poll_status;
 use serde_json::Value;
 
 const TOKEN: &str = "status-token-9d7e1c44-secret";
@@ -28,12 +29,6 @@ fn balancer(backends: &[TestBackend]) -> LbBuilder {
         .config("health_check_interval_seconds", "0.3")
 }
 
-/// Wait until `/_lb/status` (with the token) shows `count` healthy backends.
-async fn wait_healthy(client: &reqwest::Client, lb: &LbProcess, count: u64) {
-    let bearer = format!("Bearer {TOKEN}");
-    common::status::wait_healthy_with(client, lb, &[("authorization", &bearer)], count).await
-}
-
 /// Two backends behind a balancer with `LB_STATUS_TOKEN`, both healthy.
 async fn two_apps_behind_the_token() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
     let backends = TestBackend::start_many("app", 2).await;
@@ -42,7 +37,10 @@ async fn two_apps_behind_the_token() -> (Vec<TestBackend>, LbProcess, reqwest::C
         .start()
         .await;
     let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    poll_status(&client, &lb)
+        .token(TOKEN)
+        .until_healthy(2)
+        .await;
     (backends, lb, client)
 }
 
@@ -64,7 +62,10 @@ async fn hop_by_hop_headers_from_the_client_never_reach_the_backend() {
     let backends = TestBackend::start_many("app", 1).await;
     let lb = balancer(&backends).start().await;
     let client = common::http_client();
-    wait_healthy(&client, &lb, 1).await;
+    poll_status(&client, &lb)
+        .token(TOKEN)
+        .until_healthy(1)
+        .await;
 
     // The same hop-by-hop set twice: with `Upgrade: websocket` and with
     // `Upgrade: h2c`. Neither request is an upgrade: `Connection` does not
@@ -377,7 +378,10 @@ async fn secrets_never_reach_a_log_line_or_a_status_answer() {
         .start()
         .await;
     let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    poll_status(&client, &lb)
+        .token(TOKEN)
+        .until_healthy(2)
+        .await;
 
     let client_bearer = "client-bearer-3a9f0c71-secret";
     let basic = "dXNlcjpiYXNpYy1wYXNzd29yZC1zZWNyZXQ="; // user:basic-password-secret
@@ -526,7 +530,10 @@ async fn query_strings_never_reach_a_log_line() {
         .start()
         .await;
     let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    poll_status(&client, &lb)
+        .token(TOKEN)
+        .until_healthy(2)
+        .await;
     let secret = "query-secret-5e1d-never-log";
 
     let mut outcomes = Vec::new();

@@ -55,8 +55,10 @@ async fn a_browser_with_the_token_in_the_url_sees_both_backends_healthy() {
         .start()
         .await;
     let client = common::http_client();
-    let bearer = format!("Bearer {TOKEN}");
-    common::status::wait_healthy_with(&client, &lb, &[("Authorization", &bearer)], 2).await;
+    common::status::poll_status(&client, &lb)
+        .token(TOKEN)
+        .until_healthy(2)
+        .await;
     for i in 0..40 {
         let reply = common::get(&client, &lb.url_for(&format!("/page/{i}"))).await;
         assert_eq!(reply.status, 200, "{reply:?}");

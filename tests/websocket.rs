@@ -29,7 +29,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use common::lb::{LbBuilder, LbProcess};
 use common::raw_backend::{RawServer, HEAD_TIMEOUT, MAX_HEAD};
-use common::status::{entry, status, wait_healthy};
+use common::status::{entry, status, wait_healthy, wait_in_flight_zero};
 
 /// The path client WebSocket connections use; checks go to `/health`.
 const WS_PATH: &str = "/ws";
@@ -350,40 +350,6 @@ async fn requests_total(
         .lines()
         .find_map(|line| line.strip_prefix(&series))
         .and_then(|value| value.trim().parse().ok())
-}
-
-/// `(url, in_flight)` of every backend in a status answer.
-fn in_flight(status: &Value) -> Vec<(String, u64)> {
-    status["backends"]
-        .as_array()
-        .unwrap_or_else(|| panic!("status has no backends array: {status}"))
-        .iter()
-        .map(|backend| {
-            let count = backend["in_flight"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("backend without a numeric in_flight: {backend}"));
-            (backend["url"].as_str().unwrap_or("?").to_string(), count)
-        })
-        .collect()
-}
-
-/// Wait (about 5 s) until every backend's `in_flight` is 0; panics with the
-/// last counts and the balancer's output when that never happens.
-async fn wait_in_flight_zero(client: &reqwest::Client, lb: &LbProcess) {
-    let last = Mutex::new(Vec::new());
-    let settled = common::poll_until(100, Duration::from_millis(50), || async {
-        let counts = in_flight(&status(client, lb).await);
-        let zero = counts.iter().all(|(_, n)| *n == 0);
-        *last.lock().unwrap() = counts;
-        zero
-    })
-    .await;
-    assert!(
-        settled,
-        "in_flight never returned to 0; last (url, in_flight): {:?}\nbalancer output:\n{}",
-        last.lock().unwrap(),
-        lb.output()
-    );
 }
 
 /// The balancer's access lines for WebSocket requests.
