@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend};
 use common::heroku_api::{AppFixture, Failure, FakeHerokuApi};
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{LbBuilder, LbProcess, HEALTH_PATH};
 use common::status::{poll_status, status, StatusPoll};
 use serde_json::Value;
 
@@ -56,7 +56,7 @@ async fn four_hundred_fifty_apps_are_found_through_every_paged_list() {
     let started = Instant::now();
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("DISCOVERY_INTERVAL", "2")
-        .env("HEALTH_CHECK_INTERVAL", "60")
+        .health_check_interval("60")
         .resolve(&pins)
         .start()
         .await;
@@ -109,7 +109,7 @@ async fn a_pipeline_past_one_page_of_a_thousand_couplings_is_found_whole() {
     let pins: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "127.0.0.1")).collect();
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("DISCOVERY_INTERVAL", "2")
-        .env("HEALTH_CHECK_INTERVAL", "60")
+        .health_check_interval("60")
         .resolve(&pins)
         .start()
         .await;
@@ -296,8 +296,8 @@ async fn an_app_failing_its_checks_stays_out_when_it_is_scaled() {
     let sick = TestBackend::start_app(&api, &pipeline, "sick").await;
     let well = TestBackend::start_app(&api, &pipeline, "well").await;
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", "/health")
+        .health_check_interval("0.3")
+        .health_check_path(HEALTH_PATH)
         .config("app_refresh_interval_seconds", "0.5")
         .start()
         .await;
@@ -452,8 +452,8 @@ async fn health_checks_keep_their_pace_while_the_api_stalls() {
     let _well = TestBackend::start_app(&api, &pipeline, "well").await;
     let interval = Duration::from_millis(500);
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
-        .env("HEALTH_CHECK_INTERVAL", "0.5")
-        .env("HEALTH_CHECK_PATH", "/health")
+        .health_check_interval("0.5")
+        .health_check_path(HEALTH_PATH)
         .start()
         .await;
     let client = common::http_client();

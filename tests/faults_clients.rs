@@ -15,29 +15,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{balancer, LbProcess};
 use common::raw_client::{raw_exchange, RawConnection, RAW_TIMEOUT};
-use common::status::{poll_status, status, wait_healthy};
+use common::status::{poll_status, status};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// A balancer over `backends`, checking `/health` every 0.5 s.
-fn balancer(urls: &[String]) -> LbBuilder {
-    LbBuilder::new()
-        .backends(urls)
-        .env("HEALTH_CHECK_PATH", "/health")
-        .config("health_check_interval_seconds", "0.5")
-}
-
-/// Two backends behind `balancer`, both healthy.
+/// Two backends behind a balancer checking `/health` every 0.5 s, both healthy.
 async fn two_healthy_apps() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
     let backends = TestBackend::start_many("app", 2).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    let (lb, client) = balancer(&backends)
+        .health_check_interval("0.5")
+        .start_healthy(2)
+        .await;
     (backends, lb, client)
 }
 
@@ -471,9 +463,10 @@ async fn stream_answer(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_hanging_up_mid_response_frees_the_upstream_connection() {
     let streaming = StreamingBackend::start().await;
-    let lb = balancer(&[streaming.url()]).start().await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 1).await;
+    let (lb, client) = balancer(&[streaming.url()])
+        .health_check_interval("0.5")
+        .start_healthy(1)
+        .await;
     let in_flight = |status: &Value| status["backends"][0]["in_flight"].as_u64();
 
     let mut stream = TcpStream::connect(("127.0.0.1", lb.port()))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
 use common::heroku_api::{Failure, FakeHerokuApi, RecordedRequest};
-use common::lb::LbBuilder;
+use common::lb::{LbBuilder, HEALTH_PATH};
 use common::status::poll_status;
 use serde_json::Value;
 
@@ -103,7 +103,7 @@ async fn run_mode(mode: Failure) -> ModeOutcome {
     let one = TestBackend::start_app(&api, &pipeline, "cp-one").await;
     let two = TestBackend::start_app(&api, &pipeline, "cp-two").await;
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
-        .env("HEALTH_CHECK_PATH", "/health")
+        .health_check_path(HEALTH_PATH)
         .config("api_timeout_seconds", "0.5")
         .start()
         .await;

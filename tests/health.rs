@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend};
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{balancer, LbProcess};
 use common::status::{entry, poll_status, status};
 use serde_json::Value;
 
@@ -24,16 +24,6 @@ const RISE: u32 = 2;
 const POLL: Duration = Duration::from_millis(25);
 /// Longest wait for any state change before a test gives up.
 const STATE_DEADLINE: Duration = Duration::from_secs(8);
-
-/// A balancer over `urls` checking `/health` every 0.3 s, with passive
-/// ejection off so that only active checks change a backend's health.
-fn balancer(urls: &[String]) -> LbBuilder {
-    LbBuilder::new()
-        .backends(urls)
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", "/health")
-        .config("passive_5xx_threshold", "0")
-}
 
 /// Poll `/_lb/status` (every `POLL`, up to `STATE_DEADLINE`) until the
 /// backend at `url` shows `healthy: want`. Returns how long that took and its
@@ -78,7 +68,7 @@ async fn a_backend_answering_503_is_evicted_by_active_checks_and_readmitted_when
     let backends = TestBackend::start_many("app", 2).await;
     let (sick, well) = (&backends[0], &backends[1]);
     let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
+    let lb = balancer(&urls).passive_5xx_threshold(0).start().await;
     let client = common::http_client();
     for backend in &backends {
         wait_healthy(&client, &lb, &backend.url(), true).await;
@@ -139,7 +129,7 @@ async fn a_backend_answering_503_is_evicted_by_active_checks_and_readmitted_when
 async fn a_backend_that_stops_listening_is_evicted_without_failing_client_requests() {
     let backends = TestBackend::start_many("app", 2).await;
     let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
+    let lb = balancer(&urls).passive_5xx_threshold(0).start().await;
     let client = common::http_client();
     for backend in &backends {
         wait_healthy(&client, &lb, &backend.url(), true).await;
@@ -212,6 +202,7 @@ async fn a_backend_down_at_start_gets_no_traffic_until_its_first_check_passes() 
     refusing.stop_listening().await;
     crashed.set_answer(Answer::Unavailable);
     let lb = balancer(&[up.url(), refusing.url(), crashed.url()])
+        .passive_5xx_threshold(0)
         .start()
         .await;
     let client = common::http_client();
@@ -307,7 +298,7 @@ async fn each_health_transition_is_logged_exactly_once() {
     let backends = TestBackend::start_many("app", 2).await;
     let (flapping, steady) = (&backends[0], &backends[1]);
     let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
+    let lb = balancer(&urls).passive_5xx_threshold(0).start().await;
     let client = common::http_client();
     for backend in &backends {
         wait_healthy(&client, &lb, &backend.url(), true).await;
@@ -373,7 +364,10 @@ async fn each_health_transition_is_logged_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_reuse_their_connection() {
     let backend = TestBackend::start("kept-alive").await;
-    let _lb = balancer(&[backend.url()]).start().await;
+    let _lb = balancer(&[backend.url()])
+        .passive_5xx_threshold(0)
+        .start()
+        .await;
     common::wait_until(
         "eight health checks to reach the backend",
         200,

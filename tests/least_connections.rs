@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
 use common::heroku_api::{AppFixture, FakeHerokuApi};
-use common::lb::{LbBuilder, LbExit, LbProcess, EXIT_TIMEOUT};
+use common::lb::{balancer, LbBuilder, LbExit, LbProcess, EXIT_TIMEOUT};
 use common::slow_backend::SlowBackend;
 use common::status::{in_flight, poll_status, status, wait_healthy, wait_in_flight_zero};
 use serde_json::Value;
@@ -33,15 +33,6 @@ const RUN: Duration = Duration::from_secs(4);
 const PAUSE: Duration = Duration::from_millis(20);
 /// The Platform API key of the pipeline test.
 const KEY: &str = "hrku-least-connections-test-key";
-
-/// A static-mode balancer over `urls` with `policy`, checking `/health` every 0.5 s.
-fn balancer(urls: &[String], policy: &str) -> LbBuilder {
-    LbBuilder::new()
-        .backends(urls)
-        .env("LB_POLICY", policy)
-        .env("HEALTH_CHECK_INTERVAL", "0.5")
-        .env("HEALTH_CHECK_PATH", HEALTH_PATH)
-}
 
 /// The `backends` array of a status answer.
 fn backends(status: &Value) -> &Vec<Value> {
@@ -136,7 +127,11 @@ async fn least_connections_sends_a_slow_backend_at_most_a_third_of_its_round_rob
 
     let mut splits = Vec::new();
     for policy in ["round_robin", "least_connections"] {
-        let lb = balancer(&urls, policy).start().await;
+        let lb = balancer(&urls)
+            .policy(policy)
+            .health_check_interval("0.5")
+            .start()
+            .await;
         wait_healthy(&client, &lb, 3).await;
         let prefix = format!("/{policy}/");
         let started = Instant::now();
@@ -193,7 +188,11 @@ async fn in_flight_counts_return_to_zero_however_requests_end() {
     let fast = TestBackend::start_many("fast", 2).await;
     let urls = vec![slow.url(), fast[0].url(), fast[1].url()];
     let client = common::http_client();
-    let lb = balancer(&urls, "least_connections").start().await;
+    let lb = balancer(&urls)
+        .policy("least_connections")
+        .health_check_interval("0.5")
+        .start()
+        .await;
     wait_healthy(&client, &lb, 3).await;
     assert_eq!(
         status(&client, &lb).await["policy"],
@@ -316,7 +315,9 @@ async fn a_client_that_gives_up_is_not_resent_elsewhere_and_does_not_eject_its_b
     let slow = SlowBackend::all_but_checks("slow", SLOW, HEALTH_PATH).await;
     let fast = TestBackend::start("fast").await;
     let client = common::http_client();
-    let lb = balancer(&[slow.url(), fast.url()], "least_connections")
+    let lb = balancer(&[slow.url(), fast.url()])
+        .policy("least_connections")
+        .health_check_interval("0.5")
         .start()
         .await;
     wait_healthy(&client, &lb, 2).await;
@@ -395,9 +396,9 @@ async fn least_connections_divides_in_flight_requests_by_dyno_weight() {
     );
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("DISCOVERY_INTERVAL", "0.5")
-        .env("LB_POLICY", "least_connections")
-        .env("HEALTH_CHECK_INTERVAL", "0.5")
-        .env("HEALTH_CHECK_PATH", HEALTH_PATH)
+        .policy("least_connections")
+        .health_check_interval("0.5")
+        .health_check_path(HEALTH_PATH)
         .start()
         .await;
     let client = common::http_client();

@@ -12,9 +12,8 @@
 mod common;
 
 use common::backend::{TestBackend, PATH_HEADER};
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{balancer, LbProcess};
 use common::raw_client::{RawConnection, RawResponse};
-use common::status::wait_healthy;
 
 /// Status and every header, for failure messages.
 fn status_and_headers(answer: &RawResponse) -> (u16, &[(String, String)]) {
@@ -79,13 +78,10 @@ fn post(path: &str, body: &str) -> String {
 /// Two backends behind a static-mode balancer, both healthy.
 async fn setup() -> (Vec<TestBackend>, LbProcess) {
     let backends = TestBackend::start_many("app", 2).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_PATH", "/health")
-        .start()
+    let (lb, _) = balancer(&backends)
+        .default_health_check_interval()
+        .start_healthy(2)
         .await;
-    wait_healthy(&common::http_client(), &lb, 2).await;
     (backends, lb)
 }
 

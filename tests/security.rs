@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
 use common::heroku_api::{Failure, FakeHerokuApi};
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{balancer, LbBuilder, LbProcess, HEALTH_PATH};
 use common::raw_client::raw_head;
 use common::status::poll_status;
 use serde_json::Value;
@@ -20,26 +20,12 @@ const TOKEN: &str = "status-token-9d7e1c44-secret";
 const KEY: &str = "hrku-security-key-0f6a2b93-do-not-log";
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
 
-/// A balancer over `backends`, checking `/health` every 0.3 s.
-fn balancer(backends: &[TestBackend]) -> LbBuilder {
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_PATH", "/health")
-        .config("health_check_interval_seconds", "0.3")
-}
-
 /// Two backends behind a balancer with `LB_STATUS_TOKEN`, both healthy.
 async fn two_apps_behind_the_token() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
     let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends)
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
-        .await;
-    let client = common::http_client();
-    poll_status(&client, &lb)
-        .token(TOKEN)
-        .until_healthy(2)
+    let (lb, client) = balancer(&backends)
+        .status_token(TOKEN)
+        .start_healthy(2)
         .await;
     (backends, lb, client)
 }
@@ -60,12 +46,7 @@ fn paths_seen(backends: &[TestBackend], prefix: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_from_the_client_never_reach_the_backend() {
     let backends = TestBackend::start_many("app", 1).await;
-    let lb = balancer(&backends).start().await;
-    let client = common::http_client();
-    poll_status(&client, &lb)
-        .token(TOKEN)
-        .until_healthy(1)
-        .await;
+    let (lb, _client) = balancer(&backends).start_healthy(1).await;
 
     // The same hop-by-hop set twice: with `Upgrade: websocket` and with
     // `Upgrade: h2c`. Neither request is an upgrade: `Connection` does not
@@ -369,9 +350,9 @@ async fn secrets_never_reach_a_log_line_or_a_status_answer() {
     let one = TestBackend::start_app(&api, &pipeline, "sec-one").await;
     let two = TestBackend::start_app(&api, &pipeline, "sec-two").await;
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
-        .env("HEALTH_CHECK_PATH", "/health")
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("LB_STATUS_TOKEN", TOKEN)
+        .health_check_path(HEALTH_PATH)
+        .health_check_interval("0.3")
+        .status_token(TOKEN)
         .env("RUST_LOG", "debug")
         .config("first_byte_timeout_seconds", "1")
         .config("api_timeout_seconds", "0.5")
@@ -526,7 +507,7 @@ async fn query_strings_never_reach_a_log_line() {
     let lb = balancer(&backends)
         .env("RUST_LOG", "debug")
         .config("first_byte_timeout_seconds", "1")
-        .config("health_check_interval_seconds", "60")
+        .health_check_interval("60")
         .start()
         .await;
     let client = common::http_client();

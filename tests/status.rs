@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::backend::{TestBackend, BACKEND_HEADER};
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{balancer, LbProcess};
 use common::status::{basic_authorization, poll_status, Seen, StatusPoll};
 use common::Reply;
 use serde_json::Value;
@@ -23,15 +23,6 @@ const TOKEN: &str = "s3cret-status-token";
 /// What a browser sends as `Accept` for a page.
 const BROWSER_ACCEPT: &str =
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
-
-/// A balancer over `backends` checking `/health` every 0.3 s.
-fn balancer(backends: &[TestBackend]) -> LbBuilder {
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", "/health")
-}
 
 /// GET `path` on the balancer with `headers`.
 async fn get_with(
@@ -67,12 +58,10 @@ fn poll<'a>(client: &'a reqwest::Client, lb: &'a LbProcess) -> StatusPoll<'a> {
 /// Two backends behind a balancer with `LB_STATUS_TOKEN`, both healthy.
 async fn two_apps_behind_the_token() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
     let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends)
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
+    let (lb, client) = balancer(&backends)
+        .status_token(TOKEN)
+        .start_healthy(2)
         .await;
-    let client = common::http_client();
-    poll(&client, &lb).until_healthy(2).await;
     (backends, lb, client)
 }
 
@@ -118,7 +107,7 @@ async fn the_status_json_reports_ok_degraded_and_down_with_200_200_and_503() {
     // On a dyno the detail needs the token, whoever asks.
     let lb = balancer(&backends)
         .env("DYNO", "web.7")
-        .env("LB_STATUS_TOKEN", TOKEN)
+        .status_token(TOKEN)
         .start()
         .await;
     let client = common::http_client();
