@@ -66,6 +66,35 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// An outside program a test needs: the path the environment variable `var`
+/// names, if set (it must be a file), else the first of `names` found on
+/// PATH. Panics naming `what` and how to get it (`install`) when there is
+/// none: a missing tool fails its test, never lets it pass unrun.
+pub fn required_tool(var: &str, names: &[&str], what: &str, install: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{var}={} is not a file: this test needs {what}",
+            path.display()
+        );
+        return path;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "this test needs {what} and found none of {names:?} on PATH: install it \
+         ({install}) or set {var} to its path"
+    );
+}
+
 /// An HTTP client that ignores proxy variables and gives up after `CLIENT_TIMEOUT`.
 pub fn http_client() -> reqwest::Client {
     http_client_with_timeout(CLIENT_TIMEOUT)
