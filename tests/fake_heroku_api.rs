@@ -420,8 +420,7 @@ async fn requests_since_a_mark_lists_only_the_later_requests() {
     assert_eq!(api.request_count(), 2);
 }
 
-/// Refuse makes connects fail while the port stays the fake's (no other socket can bind it),
-/// and clearing it serves on the same port again, round after round.
+/// Refuse makes connects fail while no other socket can bind the port, and clearing it serves there again.
 #[tokio::test]
 async fn refuse_keeps_the_port_while_connects_fail_and_clearing_it_serves_there_again() {
     let (api, pipeline, _) = pipeline_with_apps(1);

@@ -36,8 +36,7 @@ async fn answered_on(connection: &mut RawConnection, path: &str, backend: &TestB
     )
 }
 
-/// A stopped backend refuses connects and keeps its port from every other socket; after
-/// `listen_again` it answers on that port, round after round.
+/// A stopped backend refuses connects and no other socket can bind its port, until `listen_again` serves there again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_backend_refuses_connections_but_keeps_its_port_until_it_listens_again() {
     let backend = TestBackend::start("held").await;
@@ -82,8 +81,7 @@ async fn a_stopped_backend_refuses_connections_but_keeps_its_port_until_it_liste
     assert_eq!(backend.count_to("/again/"), 3);
 }
 
-/// Stopping a backend ends its open keep-alive connections at once, and they stay dead after
-/// it listens again, while new connections are served.
+/// Stopping a backend ends its open keep-alive connections, which stay dead once it listens again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_backend_cuts_its_open_keep_alive_connections() {
     let backend = TestBackend::start("cut").await;
@@ -123,9 +121,7 @@ async fn writing(bytes: &'static [u8], close: bool) -> RawServer {
     .await
 }
 
-/// Back-to-back answers of every framing (an interim 100, chunked with an extension and a
-/// trailer, 204, 304 with a length, `Content-Length`, and a body that runs to the close) are
-/// read one by one, each with its own status, headers and body.
+/// Back-to-back answers of every framing (100, chunked, 204, 304, Content-Length, to the close) are read one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raw_client_reads_back_to_back_answers_of_every_framing() {
     let server = writing(
@@ -168,8 +164,7 @@ async fn the_raw_client_reads_back_to_back_answers_of_every_framing() {
     assert!(after.is_err(), "an answer after the close: {after:?}");
 }
 
-/// A head larger than `MAX_HEAD` and an answer that never comes are errors, the second within
-/// the connection's timeout.
+/// A head over `MAX_HEAD` is an error, and so is an answer that does not come within the timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raw_client_gives_up_on_answers_too_large_or_too_slow() {
     let huge: &'static [u8] = Box::leak(
