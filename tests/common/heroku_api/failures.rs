@@ -81,11 +81,7 @@ impl FakeHerokuApi {
                 });
             }
         }
-        if refuse {
-            self.refuse_connections();
-        } else {
-            self.resume_connections();
-        }
+        self.set_listening(!refuse);
     }
 
     /// Applies `failure` to requests whose path starts with `path_prefix` (replacing an earlier

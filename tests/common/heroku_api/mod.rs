@@ -155,29 +155,20 @@ impl FakeHerokuApi {
         lock(&self.shared)
     }
 
-    fn refuse_connections(&self) {
+    /// Stop listening (the port stays held; open connections are closed) or listen again,
+    /// and return once the server thread has.
+    fn set_listening(&self, listen: bool) {
+        let doing = if listen {
+            "listen again"
+        } else {
+            "stop listening"
+        };
         let (done, done_rx) = std_mpsc::channel();
-        self.send_control(Control::Refuse(done));
+        self.send_control(Control::Listen(listen, done));
         done_rx
             .recv_timeout(Duration::from_secs(5))
-            .expect("the fake Heroku API thread stops listening within 5 s")
-            .unwrap_or_else(|e| {
-                panic!(
-                    "stop listening on {} for the fake Heroku API: {e}",
-                    self.addr
-                )
-            });
-    }
-
-    fn resume_connections(&self) {
-        let (done, done_rx) = std_mpsc::channel();
-        self.send_control(Control::Resume(done));
-        done_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the fake Heroku API thread answers a resume within 5 s")
-            .unwrap_or_else(|e| {
-                panic!("listen again on {} for the fake Heroku API: {e}", self.addr)
-            });
+            .unwrap_or_else(|_| panic!("the fake Heroku API thread did not {doing} within 5 s"))
+            .unwrap_or_else(|e| panic!("{doing} on {} for the fake Heroku API: {e}", self.addr));
     }
 
     fn send_control(&self, message: Control) {
@@ -212,8 +203,8 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 // Server
 
 enum Control {
-    Refuse(std_mpsc::Sender<io::Result<()>>),
-    Resume(std_mpsc::Sender<io::Result<()>>),
+    /// Listen (true) or stop listening (false); the result goes back on the sender.
+    Listen(bool, std_mpsc::Sender<io::Result<()>>),
     Shutdown,
 }
 
@@ -234,7 +225,7 @@ async fn serve(
         tokio::select! {
             command = control.recv() => match command {
                 None | Some(Control::Shutdown) => return,
-                Some(Control::Refuse(done)) => {
+                Some(Control::Listen(false, done)) => {
                     let result = match up.take() {
                         Some(listener) => held_port::take_down(listener).map(|d| down = Some(d)),
                         None => Ok(()),
@@ -242,7 +233,7 @@ async fn serve(
                     kill.send_modify(|generation| *generation += 1);
                     let _ = done.send(result);
                 }
-                Some(Control::Resume(done)) => {
+                Some(Control::Listen(true, done)) => {
                     let result = match down.take() {
                         Some(held) => held.listen().map(|l| up = Some(l)),
                         None => Ok(()),
