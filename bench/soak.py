@@ -12,7 +12,7 @@ What runs (all on 127.0.0.1, standard library only, Python 3.11):
   elsewhere during the run cannot swap it);
 - three backend apps, each a small Python HTTP/1.1 keep-alive server in its own
   process (`soak.py --serve-backend PORT NAME`);
-- the tests' own fake Heroku Platform API (`tests/common/heroku_api.rs`, run
+- the tests' own fake Heroku Platform API (`tests/common/heroku_api/`, run
   as `examples/fake_platform_api.rs`): one pipeline whose production stage
   holds the three apps, with Heroku's paths, headers and JSON shapes, ETags,
   `RateLimit-Remaining`, and every list cut into pages of two;
@@ -148,7 +148,7 @@ class Backend:
 
 
 class FakeApi:
-    """The tests' own fake Platform API (`tests/common/heroku_api.rs`), run as
+    """The tests' own fake Platform API (`tests/common/heroku_api/`), run as
     `examples/fake_platform_api.rs`: Heroku's real paths, headers and JSON
     shapes, `RateLimit-Remaining`, ETags, and every list cut into pages of
     `PAGE_SIZE` so that paging is exercised all the time. App n is `app-n`

@@ -1,4 +1,4 @@
-//! The fake Heroku Platform API of the tests (`tests/common/heroku_api.rs`),
+//! The fake Heroku Platform API of the tests (`tests/common/heroku_api/`),
 //! run on its own for `bench/run.py`'s "discovery" scenario: one pipeline
 //! whose production stage holds `--apps N` apps.
 //!
@@ -18,9 +18,13 @@
 //!
 //! `cargo run --release --example fake_platform_api -- --apps 1000 --backend-ports 9001,9002,9003`
 
+// The listener it keeps its port with while refusing (`super::held_port` to the fake).
+#[allow(dead_code)]
+#[path = "../tests/common/held_port.rs"]
+mod held_port;
 // The tests' fake, whole: this program drives only part of it.
 #[allow(dead_code)]
-#[path = "../tests/common/heroku_api.rs"]
+#[path = "../tests/common/heroku_api/mod.rs"]
 mod heroku_api;
 
 use heroku_api::{AppFixture, FakeHerokuApi, RecordedRequest};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::lb::{LbBuilder, LbProcess};
 use common::raw_backend::{named_ok, serve_keep_alive, RawRequest, RawServer};
-use common::status::try_status;
+use common::status::status;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -70,7 +70,7 @@ impl CountingApp {
 
 /// Queue depth and every backend's requests in flight, from status.
 async fn depth_and_in_flight(client: &reqwest::Client, lb: &LbProcess) -> (u64, u64) {
-    let status = try_status(client, lb).await.expect("status");
+    let status = status(client, lb).await;
     let depth = status["queue"]["depth"].as_u64().unwrap_or(u64::MAX);
     let in_flight = status["backends"]
         .as_array()
@@ -138,7 +138,7 @@ async fn the_cap_is_never_exceeded_under_200_concurrent_clients() {
         "the caps were never reached: {most:?}"
     );
     wait_all_given_back(&client, &lb).await;
-    let status = try_status(&client, &lb).await.expect("status");
+    let status = status(&client, &lb).await;
     println!("queue: {}", status["queue"]);
     assert!(status["queue"]["wait_p99_ms"].as_f64().unwrap_or(0.0) > 0.0);
 }

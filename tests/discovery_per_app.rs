@@ -8,18 +8,17 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::backend::TestBackend;
 use common::heroku_api::{AppFixture, Failure, FakeHerokuApi, PipelineId};
 use common::lb::{LbBuilder, LbProcess};
-use common::status::try_status;
+use common::status::{poll_status, status};
 use serde_json::Value;
 
 const KEY: &str = "hrku-test-key-per-app-7c2e-do-not-log";
 
-/// Poll `/_lb/status` every 100 ms, up to `within`, until `check` holds;
-/// returns how long that took, or panics with the last status and the log.
+/// Poll `/_lb/status` up to `within` until `check` holds; how long that took.
 async fn wait_status(
     client: &reqwest::Client,
     lb: &LbProcess,
@@ -27,25 +26,12 @@ async fn wait_status(
     within: Duration,
     check: impl Fn(&Value) -> bool,
 ) -> Duration {
-    let started = Instant::now();
-    let mut last = Value::Null;
-    let tries = (within.as_millis() / 100).max(1) as u32;
-    for _ in 0..tries {
-        if let Ok(snapshot) = try_status(client, lb).await {
-            if check(&snapshot) {
-                return started.elapsed();
-            }
-            last = snapshot;
-        }
-        if started.elapsed() >= within {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{what}: not within {within:?}; last status: {last:#}\nbalancer output:\n{}",
-        lb.output()
-    );
+    poll_status(client, lb)
+        .every(Duration::from_millis(100))
+        .within(within)
+        .until(what, check)
+        .await
+        .after
 }
 
 /// The weight `/_lb/status` shows for the app called `name`, if it is known.
@@ -96,7 +82,7 @@ async fn one_apps_failing_lookup_never_holds_up_the_others() {
     println!("4 of 5 apps served {took:?} after start while one lookup fails");
     let reply = common::get(&client, &lb.url_for("/served")).await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    let snapshot = try_status(&client, &lb).await.expect("status");
+    let snapshot = status(&client, &lb).await;
     let error = snapshot["discovery"]["last_error"]
         .as_str()
         .unwrap_or_default();
@@ -149,7 +135,7 @@ async fn a_429_midway_keeps_every_app_already_looked_up() {
         .iter()
         .filter(|r| r.path.ends_with("/formation/web"))
         .count();
-    let snapshot = try_status(&client, &lb).await.expect("status");
+    let snapshot = status(&client, &lb).await;
     let known = snapshot["backends_total"].as_u64().unwrap_or(0);
     println!("after the 429: {known} apps served, {formations} formation lookups made");
     assert!(

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend};
 use common::heroku_api::{AppFixture, Failure, FakeHerokuApi};
-use common::lb::{LbBuilder, LbProcess};
-use common::status::{status, try_status};
+use common::lb::{LbBuilder, LbProcess, HEALTH_PATH};
+use common::status::{poll_status, status, StatusPoll};
 use serde_json::Value;
 
 const KEY: &str = "hrku-test-key-runtime-0b1c-do-not-log";
@@ -27,34 +27,11 @@ fn app_entry(snapshot: &Value, name: &str) -> Option<Value> {
         .cloned()
 }
 
-/// Poll `/_lb/status` every 100 ms, up to `within`, until `check` holds;
-/// returns how long that took, or panics with the last status and the output.
-async fn wait_status(
-    client: &reqwest::Client,
-    lb: &LbProcess,
-    what: &str,
-    within: Duration,
-    check: impl Fn(&Value) -> bool,
-) -> Duration {
-    let started = Instant::now();
-    let mut last = Value::Null;
-    let tries = (within.as_millis() / 100).max(1) as u32;
-    for _ in 0..tries {
-        if let Ok(snapshot) = try_status(client, lb).await {
-            if check(&snapshot) {
-                return started.elapsed();
-            }
-            last = snapshot;
-        }
-        if started.elapsed() >= within {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{what}: not within {within:?}; last status: {last:#}\nbalancer output:\n{}",
-        lb.output()
-    );
+/// A poll of `/_lb/status` as the tests here wait: every 100 ms, up to `within`.
+fn poll<'a>(client: &'a reqwest::Client, lb: &'a LbProcess, within: Duration) -> StatusPoll<'a> {
+    poll_status(client, lb)
+        .every(Duration::from_millis(100))
+        .within(within)
 }
 
 /// 450 apps and pages of 200 on every list (couplings and `POST
@@ -79,19 +56,15 @@ async fn four_hundred_fifty_apps_are_found_through_every_paged_list() {
     let started = Instant::now();
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("DISCOVERY_INTERVAL", "2")
-        .env("HEALTH_CHECK_INTERVAL", "60")
+        .health_check_interval("60")
         .resolve(&pins)
         .start()
         .await;
     let client = common::http_client();
-    let took = wait_status(
-        &client,
-        &lb,
-        "450 apps known",
-        Duration::from_secs(30),
-        |s| s["backends_total"] == 450,
-    )
-    .await;
+    let took = poll(&client, &lb, Duration::from_secs(30))
+        .until("450 apps known", |s| s["backends_total"] == 450)
+        .await
+        .after;
     let requests = api.requests();
     let pages = |method: &str, suffix: &str| {
         requests
@@ -136,19 +109,15 @@ async fn a_pipeline_past_one_page_of_a_thousand_couplings_is_found_whole() {
     let pins: Vec<(&str, &str)> = hosts.iter().map(|h| (h.as_str(), "127.0.0.1")).collect();
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("DISCOVERY_INTERVAL", "2")
-        .env("HEALTH_CHECK_INTERVAL", "60")
+        .health_check_interval("60")
         .resolve(&pins)
         .start()
         .await;
     let client = common::http_client();
-    let took = wait_status(
-        &client,
-        &lb,
-        "1,001 apps known",
-        Duration::from_secs(40),
-        |s| s["backends_total"] == 1001,
-    )
-    .await;
+    let took = poll(&client, &lb, Duration::from_secs(40))
+        .until("1,001 apps known", |s| s["backends_total"] == 1001)
+        .await
+        .after;
     let requests = api.requests();
     let couplings: Vec<_> = requests
         .iter()
@@ -184,26 +153,18 @@ async fn a_coupled_app_the_api_does_not_return_is_left_out_and_the_rest_keep_flo
         .start()
         .await;
     let client = common::http_client();
-    wait_status(
-        &client,
-        &lb,
-        "two apps healthy",
-        Duration::from_secs(10),
-        |s| s["backends_healthy"] == 2,
-    )
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("two apps healthy", |s| s["backends_healthy"] == 2)
+        .await;
 
     // Known apps are still refreshed: maintenance on `one` is noticed.
     let one_id = api.app_id("one").expect("one exists");
     api.set_maintenance(&one_id, true);
-    wait_status(
-        &client,
-        &lb,
-        "`one` left out for maintenance",
-        Duration::from_secs(10),
-        |s| s["backends_total"] == 1 && app_entry(s, "two").is_some(),
-    )
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("`one` left out for maintenance", |s| {
+            s["backends_total"] == 1 && app_entry(s, "two").is_some()
+        })
+        .await;
     for i in 0..10 {
         assert_eq!(
             common::get(&client, &lb.url_for(&format!("/flow/{i}")))
@@ -236,14 +197,11 @@ async fn a_403_or_404_on_one_apps_lookup_leaves_only_that_app_out() {
     api.set_hidden(&gone, true);
     let lb = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
     let client = common::http_client();
-    wait_status(
-        &client,
-        &lb,
-        "the served app alone",
-        Duration::from_secs(10),
-        |s| s["backends_healthy"] == 1 && app_entry(s, "served").is_some(),
-    )
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("the served app alone", |s| {
+            s["backends_healthy"] == 1 && app_entry(s, "served").is_some()
+        })
+        .await;
     for i in 0..5 {
         assert_eq!(
             common::get(&client, &lb.url_for(&format!("/only/{i}")))
@@ -284,44 +242,29 @@ async fn a_round_that_would_empty_the_balancer_waits_for_the_next_one_to_agree()
         .start()
         .await;
     let client = common::http_client();
-    wait_status(
-        &client,
-        &lb,
-        "three healthy",
-        Duration::from_secs(10),
-        |s| s["backends_healthy"] == 3,
-    )
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("three healthy", |s| s["backends_healthy"] == 3)
+        .await;
 
     // One of three leaves: applied at the next round, no hold.
     let first = api.app_id("keep-1").expect("app");
     api.decouple_app(&first);
-    wait_status(
-        &client,
-        &lb,
-        "keep-1 removed",
-        Duration::from_secs(10),
-        |s| s["backends_total"] == 2,
-    )
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("keep-1 removed", |s| s["backends_total"] == 2)
+        .await;
     assert!(lb.lines_with("discovery holds a removal").is_empty());
 
     // Every remaining app moves to another stage at once.
     for name in &names[1..] {
         api.set_stage(&api.app_id(name).expect("app"), "staging");
     }
-    wait_status(
-        &client,
-        &lb,
-        "the removal held",
-        Duration::from_secs(10),
-        |s| {
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("the removal held", |s| {
             s["discovery"]["shrink_pending"]["removing"]
                 .as_array()
                 .is_some_and(|r| r.len() == 2)
-        },
-    )
-    .await;
+        })
+        .await;
     let snapshot = status(&client, &lb).await;
     assert_eq!(snapshot["backends_total"], 2, "held, not applied");
     for i in 0..6 {
@@ -332,14 +275,11 @@ async fn a_round_that_would_empty_the_balancer_waits_for_the_next_one_to_agree()
             200
         );
     }
-    wait_status(
-        &client,
-        &lb,
-        "the removal confirmed",
-        Duration::from_secs(10),
-        |s| s["backends_total"] == 0 && s["discovery"]["shrink_pending"].is_null(),
-    )
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("the removal confirmed", |s| {
+            s["backends_total"] == 0 && s["discovery"]["shrink_pending"].is_null()
+        })
+        .await;
     let held = lb.lines_with("discovery holds a removal");
     assert_eq!(held.len(), 1, "{}", lb.output());
     println!("{}", held[0]);
@@ -356,35 +296,28 @@ async fn an_app_failing_its_checks_stays_out_when_it_is_scaled() {
     let sick = TestBackend::start_app(&api, &pipeline, "sick").await;
     let well = TestBackend::start_app(&api, &pipeline, "well").await;
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", "/health")
+        .health_check_interval("0.3")
+        .health_check_path(HEALTH_PATH)
         .config("app_refresh_interval_seconds", "0.5")
         .start()
         .await;
     let client = common::http_client();
-    wait_status(&client, &lb, "both healthy", Duration::from_secs(10), |s| {
-        s["backends_healthy"] == 2
-    })
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("both healthy", |s| s["backends_healthy"] == 2)
+        .await;
     sick.set_answer_for("/health", Answer::Unavailable);
-    wait_status(
-        &client,
-        &lb,
-        "sick failing its checks",
-        Duration::from_secs(10),
-        |s| app_entry(s, "sick").is_some_and(|b| b["state"] == "failing checks"),
-    )
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("sick failing its checks", |s| {
+            app_entry(s, "sick").is_some_and(|b| b["state"] == "failing checks")
+        })
+        .await;
 
     api.set_web_quantity(&api.app_id("sick").expect("app"), Some(3));
-    wait_status(
-        &client,
-        &lb,
-        "sick reweighted to 3",
-        Duration::from_secs(10),
-        |s| app_entry(s, "sick").is_some_and(|b| b["weight"] == 3),
-    )
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("sick reweighted to 3", |s| {
+            app_entry(s, "sick").is_some_and(|b| b["weight"] == 3)
+        })
+        .await;
     let snapshot = status(&client, &lb).await;
     let entry = app_entry(&snapshot, "sick").expect("sick known");
     assert_eq!(
@@ -427,40 +360,35 @@ async fn dyno_counts_maintenance_and_couplings_changed_at_run_time_are_followed(
         .start()
         .await;
     let client = common::http_client();
-    wait_status(&client, &lb, "two healthy", Duration::from_secs(10), |s| {
-        s["backends_healthy"] == 2
-    })
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("two healthy", |s| s["backends_healthy"] == 2)
+        .await;
 
     let alpha = api.app_id("alpha").expect("app");
     api.set_web_quantity(&alpha, Some(4));
-    let took = wait_status(
-        &client,
-        &lb,
-        "alpha weighs 4",
-        Duration::from_secs(5),
-        |s| app_entry(s, "alpha").is_some_and(|b| b["weight"] == 4),
-    )
-    .await;
+    let took = poll(&client, &lb, Duration::from_secs(5))
+        .until("alpha weighs 4", |s| {
+            app_entry(s, "alpha").is_some_and(|b| b["weight"] == 4)
+        })
+        .await
+        .after;
     println!("dyno count 1 -> 4 seen as weight 4 after {took:?}");
 
     let beta = api.app_id("beta").expect("app");
     api.set_maintenance(&beta, true);
-    wait_status(
-        &client,
-        &lb,
-        "beta out for maintenance",
-        Duration::from_secs(5),
-        |s| app_entry(s, "beta").is_none(),
-    )
-    .await;
+    poll(&client, &lb, Duration::from_secs(5))
+        .until("beta out for maintenance", |s| {
+            app_entry(s, "beta").is_none()
+        })
+        .await;
     api.set_maintenance(&beta, false);
 
     let _g = TestBackend::start_app(&api, &pipeline, "gamma").await;
-    wait_status(&client, &lb, "gamma joined", Duration::from_secs(5), |s| {
-        app_entry(s, "gamma").is_some_and(|b| b["healthy"] == true)
-    })
-    .await;
+    poll(&client, &lb, Duration::from_secs(5))
+        .until("gamma joined", |s| {
+            app_entry(s, "gamma").is_some_and(|b| b["healthy"] == true)
+        })
+        .await;
     for i in 0..12 {
         common::get(&client, &lb.url_for(&format!("/series/{i}"))).await;
     }
@@ -468,10 +396,9 @@ async fn dyno_counts_maintenance_and_couplings_changed_at_run_time_are_followed(
     assert!(metrics.contains("backend=\"gamma\""), "gamma has series");
 
     api.decouple_app(&api.app_id("gamma").expect("app"));
-    wait_status(&client, &lb, "gamma left", Duration::from_secs(5), |s| {
-        app_entry(s, "gamma").is_none()
-    })
-    .await;
+    poll(&client, &lb, Duration::from_secs(5))
+        .until("gamma left", |s| app_entry(s, "gamma").is_none())
+        .await;
     let metrics = common::get(&client, &lb.url_for("/_lb/metrics")).await.body;
     let left: Vec<&str> = metrics
         .lines()
@@ -488,10 +415,9 @@ async fn a_low_rate_limit_slows_the_rounds_down_four_times() {
     let _a = TestBackend::start_app(&api, &pipeline, "alpha").await;
     let lb = LbBuilder::pipeline(&api, pipeline.as_str()).start().await;
     let client = common::http_client();
-    wait_status(&client, &lb, "one healthy", Duration::from_secs(10), |s| {
-        s["backends_healthy"] == 1
-    })
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("one healthy", |s| s["backends_healthy"] == 1)
+        .await;
     let rounds = |s: &Value| s["discovery"]["rounds"].as_u64().unwrap_or(0);
     let window = Duration::from_secs(3);
 
@@ -526,25 +452,26 @@ async fn health_checks_keep_their_pace_while_the_api_stalls() {
     let _well = TestBackend::start_app(&api, &pipeline, "well").await;
     let interval = Duration::from_millis(500);
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
-        .env("HEALTH_CHECK_INTERVAL", "0.5")
-        .env("HEALTH_CHECK_PATH", "/health")
+        .health_check_interval("0.5")
+        .health_check_path(HEALTH_PATH)
         .start()
         .await;
     let client = common::http_client();
-    wait_status(&client, &lb, "both healthy", Duration::from_secs(10), |s| {
-        s["backends_healthy"] == 2
-    })
-    .await;
+    poll(&client, &lb, Duration::from_secs(10))
+        .until("both healthy", |s| s["backends_healthy"] == 2)
+        .await;
 
     api.set_failure(Failure::Stall(Duration::from_secs(40)));
     // Let a discovery round start and hang on the stalled API.
     tokio::time::sleep(Duration::from_millis(600)).await;
     sick.set_answer_for("/health", Answer::Unavailable);
     let bound = interval * 3; // fall (2) × interval + one interval
-    let took = wait_status(&client, &lb, "sick evicted", Duration::from_secs(10), |s| {
-        app_entry(s, "sick").is_some_and(|b| b["healthy"] == false)
-    })
-    .await;
+    let took = poll(&client, &lb, Duration::from_secs(10))
+        .until("sick evicted", |s| {
+            app_entry(s, "sick").is_some_and(|b| b["healthy"] == false)
+        })
+        .await
+        .after;
     println!("evicted {took:?} after its checks started failing (bound {bound:?})");
     // Scheduling slack for a busy 2-core machine on top of the bound.
     assert!(

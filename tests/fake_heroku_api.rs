@@ -1,10 +1,14 @@
-//! Self-test of the fake Platform API in `tests/common/heroku_api.rs`: the other integration
+//! Self-test of the fake Platform API in `tests/common/heroku_api/`: the other integration
 //! tests trust it to behave like Heroku's, so its headers, paging, conditional requests, rate
 //! limit and failure switches are checked here directly with reqwest.
 
+// The listener it keeps its port with while refusing (`super::held_port` to the fake).
+#[allow(dead_code)]
+#[path = "common/held_port.rs"]
+mod held_port;
 // The fake, whole: this self-test checks its answers, not every builder.
 #[allow(dead_code)]
-#[path = "common/heroku_api.rs"]
+#[path = "common/heroku_api/mod.rs"]
 mod heroku_api;
 
 use std::time::{Duration, Instant};
@@ -416,26 +420,52 @@ async fn requests_since_a_mark_lists_only_the_later_requests() {
     assert_eq!(api.request_count(), 2);
 }
 
-/// Refuse closes the port so connects fail; clearing it serves on the same port again.
+/// Refuse makes connects fail while no other socket can bind the port, and clearing it serves there again.
 #[tokio::test]
-async fn refuse_closes_the_port_and_clearing_it_reopens_the_same_port() {
+async fn refuse_keeps_the_port_while_connects_fail_and_clearing_it_serves_there_again() {
     let (api, pipeline, _) = pipeline_with_apps(1);
     let path = format!("/pipelines/{pipeline}");
-    assert!(get(&api, &path).send().await.is_ok());
+    for round in 1..=3 {
+        // A client whose pooled connection Refuse cuts: the fake closes it
+        // first, so its side waits in TIME_WAIT on the port when it listens
+        // again. (Each request below has a client of its own, so no stale
+        // pooled connection answers in place of a connect.)
+        let keeper = client();
+        let reply = keeper
+            .get(format!("{}{path}", api.url()))
+            .header("accept", ACCEPT)
+            .bearer_auth(KEY)
+            .send()
+            .await;
+        assert_eq!(
+            reply.map(|r| r.status()).ok(),
+            Some(StatusCode::OK),
+            "round {round}: served before refusing"
+        );
 
-    api.set_failure(Failure::Refuse);
-    let refused = get(&api, &path).send().await.unwrap_err();
-    assert!(
-        refused.is_connect(),
-        "expected a connect error, got {refused:?}"
-    );
-    assert!(tokio::net::TcpStream::connect(api.addr()).await.is_err());
+        api.set_failure(Failure::Refuse);
+        let refused = get(&api, &path).send().await.unwrap_err();
+        assert!(
+            refused.is_connect(),
+            "round {round}: expected a connect error, got {refused:?}"
+        );
+        assert!(tokio::net::TcpStream::connect(api.addr()).await.is_err());
+        // std's listeners set SO_REUSEADDR, the case that can share a port.
+        let other = std::net::TcpListener::bind(api.addr());
+        assert_eq!(
+            other.as_ref().map_err(std::io::Error::kind).err(),
+            Some(std::io::ErrorKind::AddrInUse),
+            "round {round}: another socket bound the refusing fake's port: {other:?}"
+        );
 
-    api.clear_failures();
-    assert_eq!(
-        get(&api, &path).send().await.unwrap().status(),
-        StatusCode::OK
-    );
+        api.clear_failures();
+        assert_eq!(
+            get(&api, &path).send().await.unwrap().status(),
+            StatusCode::OK,
+            "round {round}: served again"
+        );
+        drop(keeper);
+    }
 }
 
 /// ResetMidBody sends the status and headers, then drops the connection inside the body.

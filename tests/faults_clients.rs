@@ -15,109 +15,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
-use common::lb::{LbBuilder, LbProcess};
-use common::status::{status, wait_healthy};
+use common::lb::{balancer, LbProcess};
+use common::raw_client::{raw_exchange, RawConnection, RAW_TIMEOUT};
+use common::status::{poll_status, status};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// How long a raw exchange may take before the test gives up on it.
-const RAW_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A balancer over `backends`, checking `/health` every 0.5 s.
-fn balancer(urls: &[String]) -> LbBuilder {
-    LbBuilder::new()
-        .backends(urls)
-        .env("HEALTH_CHECK_PATH", "/health")
-        .config("health_check_interval_seconds", "0.5")
-}
-
-/// Two backends behind `balancer`, both healthy.
+/// Two backends behind a balancer checking `/health` every 0.5 s, both healthy.
 async fn two_healthy_apps() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
     let backends = TestBackend::start_many("app", 2).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    let (lb, client) = balancer(&backends)
+        .health_check_interval("0.5")
+        .start_healthy(2)
+        .await;
     (backends, lb, client)
-}
-
-/// One HTTP/1.1 response read off a raw connection.
-#[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    body: Vec<u8>,
-}
-
-/// Read one response (head, then a `Content-Length` body) from `stream`,
-/// keeping bytes beyond it in `pending`. None when the peer closed first or
-/// `RAW_TIMEOUT` ran out.
-async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<RawResponse> {
-    let read = async {
-        let mut buf = [0u8; 8192];
-        let head_end = loop {
-            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let n = stream.read(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            pending.extend_from_slice(&buf[..n]);
-        };
-        let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
-        let status = head.split(' ').nth(1)?.parse().ok()?;
-        let length: usize = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        while pending.len() < head_end + length {
-            let n = stream.read(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            pending.extend_from_slice(&buf[..n]);
-        }
-        let body = pending[head_end..head_end + length].to_vec();
-        pending.drain(..head_end + length);
-        Some(RawResponse { status, body })
-    };
-    tokio::time::timeout(RAW_TIMEOUT, read).await.ok()?
-}
-
-/// Whether the peer closes `stream` within `RAW_TIMEOUT` (reads to the end).
-async fn closed_by_peer(stream: &mut TcpStream) -> bool {
-    let drain = async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return true,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(RAW_TIMEOUT, drain)
-        .await
-        .unwrap_or(false)
-}
-
-/// Send `request` on a fresh connection; return the first response (None if
-/// there was none) and whether the balancer then closed the connection.
-async fn raw_exchange(lb: &LbProcess, request: &[u8]) -> (Option<RawResponse>, bool) {
-    let mut stream = TcpStream::connect(("127.0.0.1", lb.port()))
-        .await
-        .expect("connect to the balancer");
-    // A refused request may be answered before all of it is written.
-    let _ = stream.write_all(request).await;
-    let mut pending = Vec::new();
-    let response = read_response(&mut stream, &mut pending).await;
-    let closed = closed_by_peer(&mut stream).await;
-    (response, closed)
 }
 
 /// The soft limit on open files of this process, from /proc/self/limits.
@@ -247,7 +160,7 @@ async fn request_heads_over_herokus_limits_are_refused_before_any_backend() {
     ];
     for (what, request, expected) in cases {
         let (response, closed) = raw_exchange(&lb, request.as_bytes()).await;
-        let status = response.as_ref().map(|r| r.status);
+        let status = response.as_ref().map(|r| r.status).ok();
         println!("{what}: {status:?}, connection closed: {closed}");
         assert!(
             status.is_some_and(|s| expected.contains(&s)),
@@ -316,12 +229,10 @@ async fn a_body_framed_two_ways_is_refused_and_nothing_is_smuggled_through() {
     for request in &cases {
         let what = request.lines().next().unwrap_or_default();
         let (response, closed) = raw_exchange(&lb, request.as_bytes()).await;
-        println!(
-            "{what}: {:?}, connection closed: {closed}",
-            response.as_ref().map(|r| r.status)
-        );
+        let status = response.as_ref().map(|r| r.status).ok();
+        println!("{what}: {status:?}, connection closed: {closed}");
         assert_eq!(
-            response.as_ref().map(|r| r.status),
+            status,
             Some(400),
             "{what}: {response:?}\noutput:\n{}",
             lb.output()
@@ -363,7 +274,7 @@ async fn a_thousand_idle_keep_alive_connections_do_not_slow_new_requests() {
     }
 
     let started = Instant::now();
-    let idle: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let idle: Arc<Mutex<Vec<RawConnection>>> = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let next = Arc::new(AtomicUsize::new(0));
     let mut openers = Vec::new();
@@ -377,20 +288,14 @@ async fn a_thousand_idle_keep_alive_connections_do_not_slow_new_requests() {
                     return;
                 }
                 let result = async {
-                    let mut stream = TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .map_err(|e| format!("connect: {e}"))?;
+                    let mut connection = RawConnection::connect(port).await?;
                     let request = format!("GET /idle/{i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-                    stream
-                        .write_all(request.as_bytes())
-                        .await
-                        .map_err(|e| format!("write: {e}"))?;
-                    let mut pending = Vec::new();
-                    match read_response(&mut stream, &mut pending).await {
-                        Some(response)
+                    connection.send(request.as_bytes()).await?;
+                    match connection.read_response().await {
+                        Ok(response)
                             if response.status == 200 && response.body.starts_with(b"app-") =>
                         {
-                            Ok(stream)
+                            Ok(connection)
                         }
                         other => Err(format!("response: {other:?}")),
                     }
@@ -436,16 +341,15 @@ async fn a_thousand_idle_keep_alive_connections_do_not_slow_new_requests() {
 
     // The idle connections were kept alive: a second request on some of them works.
     let mut reused = 0;
-    for (n, stream) in idle.iter_mut().step_by(count.max(10) / 10).enumerate() {
+    for (n, connection) in idle.iter_mut().step_by(count.max(10) / 10).enumerate() {
         let request = format!("GET /idle/again/{n} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
+        connection
+            .send(request.as_bytes())
             .await
             .expect("write on an idle keep-alive connection");
-        let mut pending = Vec::new();
-        let response = read_response(stream, &mut pending).await;
+        let response = connection.read_response().await;
         assert_eq!(
-            response.as_ref().map(|r| r.status),
+            response.as_ref().map(|r| r.status).ok(),
             Some(200),
             "idle connection {n}: {response:?}"
         );
@@ -559,9 +463,10 @@ async fn stream_answer(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_hanging_up_mid_response_frees_the_upstream_connection() {
     let streaming = StreamingBackend::start().await;
-    let lb = balancer(&[streaming.url()]).start().await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 1).await;
+    let (lb, client) = balancer(&[streaming.url()])
+        .health_check_interval("0.5")
+        .start_healthy(1)
+        .await;
     let in_flight = |status: &Value| status["backends"][0]["in_flight"].as_u64();
 
     let mut stream = TcpStream::connect(("127.0.0.1", lb.port()))
@@ -611,13 +516,13 @@ async fn a_client_hanging_up_mid_response_frees_the_upstream_connection() {
         .lock()
         .unwrap()
         .map(|at| at.saturating_duration_since(hung_up));
-    common::wait_until(
-        "in_flight to return to 0",
-        100,
-        Duration::from_millis(50),
-        || async { in_flight(&status(&client, &lb).await) == Some(0) },
-    )
-    .await;
+    poll_status(&client, &lb)
+        .within(Duration::from_secs(5))
+        .strict()
+        .until("in_flight to return to 0", |status| {
+            in_flight(status) == Some(0)
+        })
+        .await;
     println!(
         "upstream closed {closed_after:?} after the client hung up; in_flight back to 0 after {:?}",
         hung_up.elapsed()

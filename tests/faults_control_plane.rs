@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
 use common::heroku_api::{Failure, FakeHerokuApi, RecordedRequest};
-use common::lb::LbBuilder;
-use common::status::try_status;
+use common::lb::{LbBuilder, HEALTH_PATH};
+use common::status::poll_status;
 use serde_json::Value;
 
 const KEY: &str = "hrku-faults-cp-key-51c0e7-do-not-log";
@@ -103,7 +103,7 @@ async fn run_mode(mode: Failure) -> ModeOutcome {
     let one = TestBackend::start_app(&api, &pipeline, "cp-one").await;
     let two = TestBackend::start_app(&api, &pipeline, "cp-two").await;
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
-        .env("HEALTH_CHECK_PATH", "/health")
+        .health_check_path(HEALTH_PATH)
         .config("api_timeout_seconds", "0.5")
         .start()
         .await;
@@ -169,29 +169,23 @@ async fn run_mode(mode: Failure) -> ModeOutcome {
 
     // The failed round is normally recorded long before; allow a few seconds.
     let api_url = api.url();
-    let mut shown = false;
-    for _ in 0..40 {
-        match try_status(&client, &lb).await {
-            Ok(status) => {
-                outcome.discovery = status["discovery"].clone();
-                let failed_rounds = outcome.discovery["failed_rounds"].as_u64().unwrap_or(0);
-                let names_url = outcome.discovery["last_error"]
+    let shown = poll_status(&client, &lb)
+        .every(Duration::from_millis(100))
+        .within(Duration::from_secs(4))
+        .strict()
+        .try_until(|status| {
+            let discovery = &status["discovery"];
+            discovery["failed_rounds"].as_u64().unwrap_or(0) > 0
+                && discovery["last_error"]
                     .as_str()
-                    .is_some_and(|error| error.contains(&api_url));
-                if failed_rounds > 0 && names_url {
-                    shown = true;
-                    break;
-                }
-            }
-            Err(e) => outcome.problems.push(format!("status: {e}")),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !shown {
-        outcome.problems.push(format!(
-            "/_lb/status never showed failed_rounds > 0 with a last_error naming {api_url}; discovery: {}",
-            outcome.discovery
-        ));
+                    .is_some_and(|error| error.contains(&api_url))
+        })
+        .await;
+    match shown {
+        Ok(seen) => outcome.discovery = seen.status["discovery"].clone(),
+        Err(last) => outcome.problems.push(format!(
+            "/_lb/status never showed failed_rounds > 0 with a last_error naming {api_url}; last: {last}"
+        )),
     }
     if let Some(rss) = vm_rss_kb(lb.pid()) {
         outcome.rss_after_kb = rss;

@@ -11,8 +11,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend};
-use common::lb::{LbBuilder, LbProcess};
-use common::status::{entry, status, wait_backend_healthy};
+use common::lb::{balancer, LbProcess};
+use common::status::{entry, poll_status, status};
 use serde_json::Value;
 
 /// `HEALTH_CHECK_INTERVAL` used by every test here.
@@ -25,32 +25,22 @@ const POLL: Duration = Duration::from_millis(25);
 /// Longest wait for any state change before a test gives up.
 const STATE_DEADLINE: Duration = Duration::from_secs(8);
 
-/// A balancer over `urls` checking `/health` every 0.3 s, with passive
-/// ejection off so that only active checks change a backend's health.
-fn balancer(urls: &[String]) -> LbBuilder {
-    LbBuilder::new()
-        .backends(urls)
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", "/health")
-        .config("passive_5xx_threshold", "0")
-}
-
-/// Poll `/_lb/status` until the backend at `url` shows `healthy: want`.
-/// Returns how long that took and its entry at that moment.
+/// Poll `/_lb/status` (every `POLL`, up to `STATE_DEADLINE`) until the
+/// backend at `url` shows `healthy: want`. Returns how long that took and its
+/// entry at that moment.
 async fn wait_healthy(
     client: &reqwest::Client,
     lb: &LbProcess,
     url: &str,
     want: bool,
 ) -> (Duration, Value) {
-    wait_backend_healthy(client, lb, url, want, Instant::now(), STATE_DEADLINE, POLL)
-        .await
-        .unwrap_or_else(|last| {
-            panic!(
-                "{url} never showed healthy={want} within {STATE_DEADLINE:?}; last entry: {last:#}; stderr:\n{}",
-                lb.stderr()
-            )
-        })
+    let seen = poll_status(client, lb)
+        .every(POLL)
+        .within(STATE_DEADLINE)
+        .strict()
+        .until_backend(url, want)
+        .await;
+    (seen.after, entry(&seen.status, url).clone())
 }
 
 /// Send `count` GETs to `/work/{tag}/{i}`; every one must be answered 200.
@@ -78,7 +68,7 @@ async fn a_backend_answering_503_is_evicted_by_active_checks_and_readmitted_when
     let backends = TestBackend::start_many("app", 2).await;
     let (sick, well) = (&backends[0], &backends[1]);
     let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
+    let lb = balancer(&urls).passive_5xx_threshold(0).start().await;
     let client = common::http_client();
     for backend in &backends {
         wait_healthy(&client, &lb, &backend.url(), true).await;
@@ -139,7 +129,7 @@ async fn a_backend_answering_503_is_evicted_by_active_checks_and_readmitted_when
 async fn a_backend_that_stops_listening_is_evicted_without_failing_client_requests() {
     let backends = TestBackend::start_many("app", 2).await;
     let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
+    let lb = balancer(&urls).passive_5xx_threshold(0).start().await;
     let client = common::http_client();
     for backend in &backends {
         wait_healthy(&client, &lb, &backend.url(), true).await;
@@ -191,18 +181,16 @@ async fn a_backend_that_stops_listening_is_evicted_without_failing_client_reques
         "{evicted:#}"
     );
     // Active checks see the closed port too.
-    common::wait_until(
-        "a failing active check on the closed port",
-        40,
-        POLL * 4,
-        || async {
-            let snapshot = status(&client, &lb).await;
-            let backend = entry(&snapshot, &dying.url());
+    poll_status(&client, &lb)
+        .every(POLL * 4)
+        .within(POLL * 4 * 40)
+        .strict()
+        .until("a failing active check on the closed port", |snapshot| {
+            let backend = entry(snapshot, &dying.url());
             backend["last_check"] == "connection refused"
                 && backend["consecutive_failures"].as_u64() >= Some(u64::from(FALL))
-        },
-    )
-    .await;
+        })
+        .await;
 }
 
 /// A backend that is down when the balancer starts gets no client traffic, and is admitted once it comes up.
@@ -214,6 +202,7 @@ async fn a_backend_down_at_start_gets_no_traffic_until_its_first_check_passes() 
     refusing.stop_listening().await;
     crashed.set_answer(Answer::Unavailable);
     let lb = balancer(&[up.url(), refusing.url(), crashed.url()])
+        .passive_5xx_threshold(0)
         .start()
         .await;
     let client = common::http_client();
@@ -260,10 +249,7 @@ async fn a_backend_down_at_start_gets_no_traffic_until_its_first_check_passes() 
     )
     .await;
 
-    refusing
-        .listen_again()
-        .await
-        .expect("the refusing backend's port is still free");
+    refusing.listen_again().await;
     let checks_before: Vec<usize> = [&refusing, &crashed]
         .iter()
         .map(|backend| backend.count_to("/health"))
@@ -312,7 +298,7 @@ async fn each_health_transition_is_logged_exactly_once() {
     let backends = TestBackend::start_many("app", 2).await;
     let (flapping, steady) = (&backends[0], &backends[1]);
     let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = balancer(&urls).start().await;
+    let lb = balancer(&urls).passive_5xx_threshold(0).start().await;
     let client = common::http_client();
     for backend in &backends {
         wait_healthy(&client, &lb, &backend.url(), true).await;
@@ -378,7 +364,10 @@ async fn each_health_transition_is_logged_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_reuse_their_connection() {
     let backend = TestBackend::start("kept-alive").await;
-    let _lb = balancer(&[backend.url()]).start().await;
+    let _lb = balancer(&[backend.url()])
+        .passive_5xx_threshold(0)
+        .start()
+        .await;
     common::wait_until(
         "eight health checks to reach the backend",
         200,

@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::backend::TestBackend;
 use common::heroku_api::{AppFixture, FakeHerokuApi};
-use common::lb::{LbBuilder, LbExit, LbProcess, EXIT_TIMEOUT};
+use common::lb::{balancer, LbBuilder, LbExit, LbProcess, EXIT_TIMEOUT};
 use common::slow_backend::SlowBackend;
-use common::status::{status, wait_healthy};
+use common::status::{in_flight, poll_status, status, wait_healthy, wait_in_flight_zero};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -35,33 +34,11 @@ const PAUSE: Duration = Duration::from_millis(20);
 /// The Platform API key of the pipeline test.
 const KEY: &str = "hrku-least-connections-test-key";
 
-/// A static-mode balancer over `urls` with `policy`, checking `/health` every 0.5 s.
-fn balancer(urls: &[String], policy: &str) -> LbBuilder {
-    LbBuilder::new()
-        .backends(urls)
-        .env("LB_POLICY", policy)
-        .env("HEALTH_CHECK_INTERVAL", "0.5")
-        .env("HEALTH_CHECK_PATH", HEALTH_PATH)
-}
-
 /// The `backends` array of a status answer.
 fn backends(status: &Value) -> &Vec<Value> {
     status["backends"]
         .as_array()
         .unwrap_or_else(|| panic!("status has no backends array: {status}"))
-}
-
-/// `(url, in_flight)` of every backend in a status answer.
-fn in_flight(status: &Value) -> Vec<(String, u64)> {
-    backends(status)
-        .iter()
-        .map(|backend| {
-            let count = backend["in_flight"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("backend without a numeric in_flight: {backend}"));
-            (backend["url"].as_str().unwrap_or("?").to_string(), count)
-        })
-        .collect()
 }
 
 /// The status entry whose `url` names `addr_url` (`http://127.0.0.1:PORT`).
@@ -150,7 +127,11 @@ async fn least_connections_sends_a_slow_backend_at_most_a_third_of_its_round_rob
 
     let mut splits = Vec::new();
     for policy in ["round_robin", "least_connections"] {
-        let lb = balancer(&urls, policy).start().await;
+        let lb = balancer(&urls)
+            .policy(policy)
+            .health_check_interval("0.5")
+            .start()
+            .await;
         wait_healthy(&client, &lb, 3).await;
         let prefix = format!("/{policy}/");
         let started = Instant::now();
@@ -207,7 +188,11 @@ async fn in_flight_counts_return_to_zero_however_requests_end() {
     let fast = TestBackend::start_many("fast", 2).await;
     let urls = vec![slow.url(), fast[0].url(), fast[1].url()];
     let client = common::http_client();
-    let lb = balancer(&urls, "least_connections").start().await;
+    let lb = balancer(&urls)
+        .policy("least_connections")
+        .health_check_interval("0.5")
+        .start()
+        .await;
     wait_healthy(&client, &lb, 3).await;
     assert_eq!(
         status(&client, &lb).await["policy"],
@@ -309,20 +294,7 @@ async fn in_flight_counts_return_to_zero_however_requests_end() {
     );
 
     // 4. Everything settles back to 0.
-    let last = Mutex::new(Vec::new());
-    let settled = common::poll_until(100, Duration::from_millis(50), || async {
-        let counts = in_flight(&status(&client, &lb).await);
-        let zero = counts.iter().all(|(_, n)| *n == 0);
-        *last.lock().unwrap() = counts;
-        zero
-    })
-    .await;
-    assert!(
-        settled,
-        "in_flight never returned to 0 within 5 s; last (url, in_flight): {:?}\nbalancer output:\n{}",
-        last.lock().unwrap(),
-        lb.output()
-    );
+    wait_in_flight_zero(&client, &lb).await;
     let metrics = common::get(&client, &lb.url_for("/_lb/metrics")).await;
     let gauges = in_flight_gauges(&metrics.body);
     assert_eq!(
@@ -343,7 +315,9 @@ async fn a_client_that_gives_up_is_not_resent_elsewhere_and_does_not_eject_its_b
     let slow = SlowBackend::all_but_checks("slow", SLOW, HEALTH_PATH).await;
     let fast = TestBackend::start("fast").await;
     let client = common::http_client();
-    let lb = balancer(&[slow.url(), fast.url()], "least_connections")
+    let lb = balancer(&[slow.url(), fast.url()])
+        .policy("least_connections")
+        .health_check_interval("0.5")
         .start()
         .await;
     wait_healthy(&client, &lb, 2).await;
@@ -359,13 +333,7 @@ async fn a_client_that_gives_up_is_not_resent_elsewhere_and_does_not_eject_its_b
     }
     while gone.join_next().await.is_some() {}
     // Let the slow backend finish (1 s) and the balancer settle.
-    let settled = common::poll_until(100, Duration::from_millis(50), || async {
-        in_flight(&status(&client, &lb).await)
-            .iter()
-            .all(|(_, n)| *n == 0)
-    })
-    .await;
-    assert!(settled, "in_flight never returned to 0");
+    wait_in_flight_zero(&client, &lb).await;
 
     let (at_slow, at_fast) = (slow.count_to("/gone/"), fast.count_to("/gone/"));
     let slow_entry = backend_entry(&status(&client, &lb).await, &slow.url()).clone();
@@ -428,36 +396,31 @@ async fn least_connections_divides_in_flight_requests_by_dyno_weight() {
     );
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("DISCOVERY_INTERVAL", "0.5")
-        .env("LB_POLICY", "least_connections")
-        .env("HEALTH_CHECK_INTERVAL", "0.5")
-        .env("HEALTH_CHECK_PATH", HEALTH_PATH)
+        .policy("least_connections")
+        .health_check_interval("0.5")
+        .health_check_path(HEALTH_PATH)
         .start()
         .await;
     let client = common::http_client();
 
-    let weighted = common::poll_until(200, Duration::from_millis(50), || async {
-        let status = status(&client, &lb).await;
-        let weights: Vec<(String, u64, bool)> = backends(&status)
-            .iter()
-            .map(|b| {
-                (
-                    b["name"].as_str().unwrap_or("").to_string(),
-                    b["weight"].as_u64().unwrap_or(0),
-                    b["healthy"].as_bool().unwrap_or(false),
-                )
-            })
-            .collect();
-        weights.len() == 2
-            && weights.contains(&("three-dynos".to_string(), 3, true))
-            && weights.contains(&("one-dyno".to_string(), 1, true))
-    })
-    .await;
-    assert!(
-        weighted,
-        "never both apps healthy with weights 3 and 1; status: {}\nbalancer output:\n{}",
-        status(&client, &lb).await,
-        lb.output()
-    );
+    poll_status(&client, &lb)
+        .strict()
+        .until("both apps healthy with weights 3 and 1", |status| {
+            let weights: Vec<(String, u64, bool)> = backends(status)
+                .iter()
+                .map(|b| {
+                    (
+                        b["name"].as_str().unwrap_or("").to_string(),
+                        b["weight"].as_u64().unwrap_or(0),
+                        b["healthy"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect();
+            weights.len() == 2
+                && weights.contains(&("three-dynos".to_string(), 3, true))
+                && weights.contains(&("one-dyno".to_string(), 1, true))
+        })
+        .await;
 
     // One request at a time: every backend has 0 in flight at each pick,
     // and the weights alone must divide them.

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
-use common::lb::LbBuilder;
-use common::status::{entry, status};
+use common::lb::balancer;
+use common::status::poll_status;
 
 /// Every family `/_lb/metrics` must carry.
 const FAMILIES: [&str; 10] = [
@@ -276,23 +276,16 @@ fn the_exposition_parser_accepts_valid_text_and_refuses_malformed_lines() {
 async fn the_metrics_are_valid_prometheus_text_and_count_the_traffic_sent() {
     let backends = TestBackend::start_many("app", 2).await;
     let (sick, well) = (&backends[0], &backends[1]);
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", "/health")
-        .start()
-        .await;
+    let lb = balancer(&backends).start().await;
     let client = common::http_client();
     // Wait on the status page rather than with proxied requests, so that every
     // proxied request is one this test counts.
-    common::wait_until(
-        "both backends healthy",
-        200,
-        Duration::from_millis(25),
-        || async { status(&client, &lb).await["backends_healthy"] == 2 },
-    )
-    .await;
+    poll_status(&client, &lb)
+        .every(Duration::from_millis(25))
+        .within(Duration::from_secs(5))
+        .strict()
+        .until_healthy(2)
+        .await;
 
     // (backend name, class) -> requests, as the client saw them.
     let mut sent: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -312,13 +305,12 @@ async fn the_metrics_are_valid_prometheus_text_and_count_the_traffic_sent() {
     }
     assert!(saw_503, "no 503 came back: {sent:?}");
     // ...and until an active check has failed on it and evicted it.
-    common::wait_until(
-        "the sick app evicted",
-        200,
-        Duration::from_millis(25),
-        || async { entry(&status(&client, &lb).await, &sick.url())["healthy"] == false },
-    )
-    .await;
+    poll_status(&client, &lb)
+        .every(Duration::from_millis(25))
+        .within(Duration::from_secs(5))
+        .strict()
+        .until_backend(&sick.url(), false)
+        .await;
     for i in 0..4 {
         let reply = common::get(&client, &lb.url_for(&format!("/work/after/{i}"))).await;
         assert_eq!(tally(&mut sent, reply), 200);
@@ -501,9 +493,8 @@ async fn the_metrics_are_valid_prometheus_text_and_count_the_traffic_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_and_only_counters_are_named_total() {
     let backend = TestBackend::start("app").await;
-    let lb = LbBuilder::new()
-        .backends(&[backend.url()])
-        .env("HEALTH_CHECK_PATH", "/health")
+    let lb = balancer(&[&backend])
+        .default_health_check_interval()
         .start()
         .await;
     let client = common::http_client();
@@ -535,10 +526,8 @@ async fn counters_and_only_counters_are_named_total() {
 async fn process_build_retry_own_answer_and_duration_series_count_the_traffic() {
     let good = TestBackend::start("good").await;
     let doomed = TestBackend::start("doomed").await;
-    let lb = LbBuilder::new()
-        .backends(&[good.url(), doomed.url()])
-        .env("HEALTH_CHECK_PATH", "/health")
-        .env("HEALTH_CHECK_INTERVAL", "30")
+    let lb = balancer(&[&good, &doomed])
+        .health_check_interval("30")
         .start()
         .await;
     let client = common::http_client();

@@ -12,18 +12,9 @@ mod common;
 use std::time::Duration;
 
 use common::backend::{Answer, TestBackend};
-use common::lb::{LbBuilder, LbProcess};
-use common::status::{status, wait_healthy};
+use common::lb::{balancer, LbProcess};
+use common::status::{poll_status, status, wait_healthy};
 use serde_json::Value;
-
-/// A static-mode balancer over `backends`, checking `/health` every `interval` seconds.
-fn balancer(backends: &[TestBackend], interval: &str) -> LbBuilder {
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", interval)
-        .env("HEALTH_CHECK_PATH", "/health")
-}
 
 /// States of every backend in a status answer.
 fn states(snapshot: &Value) -> Vec<String> {
@@ -67,7 +58,10 @@ async fn a_broken_endpoint_on_every_app_never_fails_the_healthy_path() {
         backend.set_answer_for("/broken", Answer::Unavailable);
     }
     // Checks 30 s apart: an ejected app stays out for the whole test.
-    let lb = balancer(&backends, "30").start().await;
+    let lb = balancer(&backends)
+        .health_check_interval("30")
+        .start()
+        .await;
     let client = common::http_client();
     wait_healthy(&client, &lb, 3).await;
 
@@ -121,9 +115,10 @@ async fn a_zero_ejection_cap_turns_passive_ejection_off() {
     let backends = TestBackend::start_many("app", 2).await;
     backends[0].set_answer(Answer::Unavailable);
     backends[0].set_answer_for("/health", Answer::Normal);
-    let lb = balancer(&backends, "30")
+    let lb = balancer(&backends)
+        .health_check_interval("30")
         .env("LB_MAX_EJECTION_PERCENT", "0")
-        .config("passive_5xx_threshold", "2")
+        .passive_5xx_threshold(2)
         .start()
         .await;
     let client = common::http_client();
@@ -150,22 +145,14 @@ async fn with_every_backend_failing_its_checks_requests_still_reach_them() {
     for backend in &backends {
         backend.set_answer_for("/health", Answer::Unavailable);
     }
-    let lb = balancer(&backends, "0.3").start().await;
+    let lb = balancer(&backends).start().await;
     let client = common::http_client();
 
     // No check ever passed: nothing is fit, both have an address.
-    let in_panic = common::poll_until(100, Duration::from_millis(100), || async {
-        common::status::try_status(&client, &lb)
-            .await
-            .is_ok_and(|s| s["panic"] == true)
-    })
-    .await;
-    assert!(
-        in_panic,
-        "no panic routing in status: {:?}\noutput:\n{}",
-        common::status::try_status(&client, &lb).await,
-        lb.output()
-    );
+    poll_status(&client, &lb)
+        .every(Duration::from_millis(100))
+        .until("panic routing", |s| s["panic"] == true)
+        .await;
     let mut statuses = Vec::new();
     for i in 0..20 {
         statuses.push(

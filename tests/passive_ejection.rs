@@ -12,21 +12,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
-use common::lb::{LbBuilder, LbProcess};
-use common::status::{entry, metric, status, wait_backend_healthy};
+use common::lb::{balancer, LbProcess};
+use common::status::{entry, metric, poll_status, status};
 
 /// The `backend` label static mode gives a backend: its `host:port`.
 fn label(backend: &TestBackend) -> String {
     backend.addr().to_string()
-}
-
-/// A balancer over `backends` checking `/health` every `interval` seconds.
-fn balancer(backends: &[TestBackend], interval: &str) -> LbBuilder {
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", interval)
-        .env("HEALTH_CHECK_PATH", "/health")
 }
 
 /// `heroku_lb_passive_ejections_total` of `backend`, if the sample is there.
@@ -55,8 +46,9 @@ async fn three_503s_in_a_row_eject_a_backend_before_the_next_active_check() {
     let backends = TestBackend::start_many("app", 2).await;
     let (sick, well) = (&backends[0], &backends[1]);
     // After the checks at start-up, the next one is 30 s away.
-    let lb = balancer(&backends, "30")
-        .config("passive_5xx_threshold", "3")
+    let lb = balancer(&backends)
+        .health_check_interval("30")
+        .passive_5xx_threshold(3)
         .start()
         .await;
     let client = common::http_client();
@@ -129,7 +121,10 @@ async fn three_503s_in_a_row_eject_a_backend_before_the_next_active_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_ejects_the_backend_at_once_and_the_request_is_retried() {
     let backends = TestBackend::start_many("app", 3).await;
-    let lb = balancer(&backends, "30").start().await;
+    let lb = balancer(&backends)
+        .health_check_interval("30")
+        .start()
+        .await;
     let client = common::http_client();
     lb.wait_proxying(&client).await;
     let gone = &backends[1];
@@ -177,10 +172,7 @@ async fn an_ejected_backend_returns_after_rise_passing_active_checks() {
     let rise = 2;
     let backends = TestBackend::start_many("app", 2).await;
     let sick = &backends[0];
-    let lb = balancer(&backends, "0.3")
-        .config("passive_5xx_threshold", "3")
-        .start()
-        .await;
+    let lb = balancer(&backends).passive_5xx_threshold(3).start().await;
     let client = common::http_client();
     lb.wait_proxying(&client).await;
 
@@ -194,22 +186,14 @@ async fn an_ejected_backend_returns_after_rise_passing_active_checks() {
     let view = entry(&status(&client, &lb).await, &sick.url()).clone();
     assert_eq!(view["state"], "ejected", "{view:#}");
 
-    let (back_after, _) = wait_backend_healthy(
-        &client,
-        &lb,
-        &sick.url(),
-        true,
-        recovered,
-        Duration::from_secs(8),
-        Duration::from_millis(25),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "the ejected backend never came back; stderr:\n{}",
-            lb.stderr()
-        )
-    });
+    let back_after = poll_status(&client, &lb)
+        .since(recovered)
+        .within(Duration::from_secs(8))
+        .every(Duration::from_millis(25))
+        .strict()
+        .until_backend(&sick.url(), true)
+        .await
+        .after;
     // rise checks after the recovery, the first up to one interval away;
     // plus 100 ms for observing it.
     let bound = interval * (rise + 1) + Duration::from_millis(100);

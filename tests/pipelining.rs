@@ -11,217 +11,55 @@
 
 mod common;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
 use common::backend::{TestBackend, PATH_HEADER};
-use common::lb::{LbBuilder, LbProcess};
-use common::status::wait_healthy;
+use common::lb::{balancer, LbProcess};
+use common::raw_client::{RawConnection, RawResponse};
 
-/// Most header lines `read_response` reads before calling an answer malformed.
-const MAX_HEADER_LINES: usize = 100;
-/// Largest body `read_response` accepts.
-const MAX_BODY: usize = 1024 * 1024;
-
-/// One answer read off the connection.
-#[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// Status and every header, for failure messages.
+fn status_and_headers(answer: &RawResponse) -> (u16, &[(String, String)]) {
+    (answer.status, &answer.headers)
 }
 
-impl RawResponse {
-    /// The first value of header `name`.
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Status and every header, for failure messages.
-    fn status_and_headers(&self) -> (u16, &[(String, String)]) {
-        (self.status, &self.headers)
-    }
-
-    /// Status and `x-test-path`, for comparing answers with requests.
-    fn summary(&self) -> (u16, String) {
-        (
-            self.status,
-            self.header(PATH_HEADER).unwrap_or("-").to_string(),
-        )
-    }
+/// Status and `x-test-path`, for comparing answers with requests.
+fn summary(answer: &RawResponse) -> (u16, String) {
+    (
+        answer.status,
+        answer.header(PATH_HEADER).unwrap_or("-").to_string(),
+    )
 }
 
-/// A client connection to the balancer, read through a buffer so that bytes
-/// of the next answer stay there for the next read.
-struct Client {
-    stream: BufReader<TcpStream>,
-}
-
-impl Client {
-    async fn connect(lb: &LbProcess) -> Client {
-        let stream = tokio::time::timeout(
-            common::CLIENT_TIMEOUT,
-            TcpStream::connect(("127.0.0.1", lb.port())),
-        )
+/// A client connection to the balancer; each answer may take `CLIENT_TIMEOUT`.
+async fn connect(lb: &LbProcess) -> RawConnection {
+    RawConnection::to(lb)
         .await
-        .expect("connect to the balancer in time")
-        .expect("connect to the balancer");
-        Client {
-            stream: BufReader::new(stream),
-        }
-    }
+        .with_timeout(common::CLIENT_TIMEOUT)
+}
 
-    /// Write `requests` back to back in one write.
-    async fn send(&mut self, requests: &[String]) {
-        let bytes = requests.concat();
-        tokio::time::timeout(
-            common::CLIENT_TIMEOUT,
-            self.stream.get_mut().write_all(bytes.as_bytes()),
-        )
+/// Write `requests` back to back in one write.
+async fn send(client: &mut RawConnection, requests: &[String]) {
+    client
+        .send(requests.concat().as_bytes())
         .await
-        .expect("write the requests in time")
-        .expect("write the requests");
-    }
+        .unwrap_or_else(|e| panic!("write the requests: {e}"));
+}
 
-    /// Read `count` answers in turn; stops at the first one that does not
-    /// come (the error names how many came before it).
-    async fn read(&mut self, count: usize) -> Result<Vec<RawResponse>, String> {
-        let mut answers = Vec::new();
-        for i in 0..count {
-            match tokio::time::timeout(common::CLIENT_TIMEOUT, read_response(&mut self.stream))
-                .await
-            {
-                Ok(Ok(answer)) => answers.push(answer),
-                Ok(Err(e)) => {
-                    return Err(format!(
-                        "answer {} of {count}: {e}; answers before it: {:?}",
-                        i + 1,
-                        answers
-                            .iter()
-                            .map(RawResponse::status_and_headers)
-                            .collect::<Vec<_>>()
-                    ))
-                }
-                Err(_) => {
-                    return Err(format!(
-                        "answer {} of {count}: none within {:?}; answers before it: {:?}",
-                        i + 1,
-                        common::CLIENT_TIMEOUT,
-                        answers
-                            .iter()
-                            .map(RawResponse::status_and_headers)
-                            .collect::<Vec<_>>()
-                    ))
-                }
+/// Read `count` answers in turn; stops at the first one that does not come
+/// (the error names how many came before it).
+async fn read(client: &mut RawConnection, count: usize) -> Result<Vec<RawResponse>, String> {
+    let mut answers = Vec::new();
+    for i in 0..count {
+        match client.read_response().await {
+            Ok(answer) => answers.push(answer),
+            Err(e) => {
+                return Err(format!(
+                    "answer {} of {count}: {e}; answers before it: {:?}",
+                    i + 1,
+                    answers.iter().map(status_and_headers).collect::<Vec<_>>()
+                ))
             }
         }
-        Ok(answers)
     }
-}
-
-/// Read one whole answer: status line, headers, and a body framed by
-/// `Content-Length` or chunked encoding.
-async fn read_response(stream: &mut BufReader<TcpStream>) -> Result<RawResponse, String> {
-    let mut line = String::new();
-    let n = stream
-        .read_line(&mut line)
-        .await
-        .map_err(|e| format!("reading the status line: {e}"))?;
-    if n == 0 {
-        return Err("the balancer closed the connection".to_string());
-    }
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("not a status line: {line:?}"))?;
-    let mut headers = Vec::new();
-    for _ in 0..MAX_HEADER_LINES {
-        line.clear();
-        if stream
-            .read_line(&mut line)
-            .await
-            .map_err(|e| e.to_string())?
-            == 0
-        {
-            return Err("the connection ended inside the header".to_string());
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            let response = RawResponse {
-                status,
-                headers,
-                body: Vec::new(),
-            };
-            return read_body(stream, response).await;
-        }
-        let (name, value) = header
-            .split_once(':')
-            .ok_or_else(|| format!("not a header line: {header:?}"))?;
-        headers.push((name.trim().to_string(), value.trim().to_string()));
-    }
-    Err(format!("more than {MAX_HEADER_LINES} header lines"))
-}
-
-/// Read the body of `response` by its framing.
-async fn read_body(
-    stream: &mut BufReader<TcpStream>,
-    mut response: RawResponse,
-) -> Result<RawResponse, String> {
-    if response.status / 100 == 1 || matches!(response.status, 204 | 304) {
-        return Ok(response);
-    }
-    let chunked = response
-        .header("transfer-encoding")
-        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        let mut line = String::new();
-        for _ in 0..MAX_BODY {
-            line.clear();
-            stream
-                .read_line(&mut line)
-                .await
-                .map_err(|e| e.to_string())?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| format!("not a chunk size: {line:?}"))?;
-            if size == 0 {
-                // No trailers expected: just the blank line.
-                line.clear();
-                stream
-                    .read_line(&mut line)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Ok(response);
-            }
-            if response.body.len() + size > MAX_BODY {
-                return Err("chunked body too large".to_string());
-            }
-            let mut chunk = vec![0; size + 2];
-            stream
-                .read_exact(&mut chunk)
-                .await
-                .map_err(|e| format!("reading a chunk: {e}"))?;
-            response.body.extend_from_slice(&chunk[..size]);
-        }
-        return Err("too many chunks".to_string());
-    }
-    let length: usize = response
-        .header("content-length")
-        .ok_or_else(|| format!("an answer with neither length nor chunks: {response:?}"))?
-        .parse()
-        .map_err(|e| format!("bad content-length: {e}"))?;
-    if length > MAX_BODY {
-        return Err(format!("content-length {length} too large"));
-    }
-    response.body = vec![0; length];
-    stream
-        .read_exact(&mut response.body)
-        .await
-        .map_err(|e| format!("reading a body of {length} bytes: {e}"))?;
-    Ok(response)
+    Ok(answers)
 }
 
 /// `GET path` as a client writes it.
@@ -240,19 +78,16 @@ fn post(path: &str, body: &str) -> String {
 /// Two backends behind a static-mode balancer, both healthy.
 async fn setup() -> (Vec<TestBackend>, LbProcess) {
     let backends = TestBackend::start_many("app", 2).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_PATH", "/health")
-        .start()
+    let (lb, _) = balancer(&backends)
+        .default_health_check_interval()
+        .start_healthy(2)
         .await;
-    wait_healthy(&common::http_client(), &lb, 2).await;
     (backends, lb)
 }
 
 /// Panics unless `answers` are 200s for `paths`, in that order.
 fn assert_answers(answers: &[RawResponse], paths: &[&str], lb: &LbProcess) {
-    let got: Vec<(u16, String)> = answers.iter().map(RawResponse::summary).collect();
+    let got: Vec<(u16, String)> = answers.iter().map(summary).collect();
     let want: Vec<(u16, String)> = paths.iter().map(|p| (200, p.to_string())).collect();
     assert_eq!(
         got,
@@ -264,12 +99,12 @@ fn assert_answers(answers: &[RawResponse], paths: &[&str], lb: &LbProcess) {
 
 /// Read `count` answers or panic with why not, the backends' view and the balancer's output.
 async fn expect_answers(
-    client: &mut Client,
+    client: &mut RawConnection,
     count: usize,
     backends: &[TestBackend],
     lb: &LbProcess,
 ) -> Vec<RawResponse> {
-    client.read(count).await.unwrap_or_else(|e| {
+    read(client, count).await.unwrap_or_else(|e| {
         let seen: Vec<Vec<String>> = backends
             .iter()
             .map(|b| {
@@ -303,9 +138,9 @@ fn proxied(backends: &[TestBackend]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_requests_written_at_once_are_answered_in_order_and_the_connection_stays_open() {
     let (backends, lb) = setup().await;
-    let mut client = Client::connect(&lb).await;
+    let mut client = connect(&lb).await;
 
-    client.send(&[get("/p/1"), get("/p/2"), get("/p/3")]).await;
+    send(&mut client, &[get("/p/1"), get("/p/2"), get("/p/3")]).await;
     let answers = expect_answers(&mut client, 3, &backends, &lb).await;
     assert_answers(&answers, &["/p/1", "/p/2", "/p/3"], &lb);
     for answer in &answers {
@@ -317,7 +152,7 @@ async fn three_requests_written_at_once_are_answered_in_order_and_the_connection
         );
     }
 
-    client.send(&[get("/p/4")]).await;
+    send(&mut client, &[get("/p/4")]).await;
     let fourth = expect_answers(&mut client, 1, &backends, &lb).await;
     assert_answers(&fourth, &["/p/4"], &lb);
     assert_eq!(
@@ -331,13 +166,13 @@ async fn three_requests_written_at_once_are_answered_in_order_and_the_connection
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_requests_written_at_once_after_an_answered_one_are_answered_in_order() {
     let (backends, lb) = setup().await;
-    let mut client = Client::connect(&lb).await;
+    let mut client = connect(&lb).await;
 
-    client.send(&[get("/q/1")]).await;
+    send(&mut client, &[get("/q/1")]).await;
     let first = expect_answers(&mut client, 1, &backends, &lb).await;
     assert_answers(&first, &["/q/1"], &lb);
 
-    client.send(&[get("/q/2"), get("/q/3")]).await;
+    send(&mut client, &[get("/q/2"), get("/q/3")]).await;
     let next = expect_answers(&mut client, 2, &backends, &lb).await;
     assert_answers(&next, &["/q/2", "/q/3"], &lb);
     assert_eq!(
@@ -351,12 +186,10 @@ async fn two_requests_written_at_once_after_an_answered_one_are_answered_in_orde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_post_body_is_framed_by_its_content_length_and_never_read_as_a_request() {
     let (backends, lb) = setup().await;
-    let mut client = Client::connect(&lb).await;
+    let mut client = connect(&lb).await;
 
     let body = "GET /smuggled HTTP/1.1\r\nHost: pipelining.test\r\n\r\n";
-    client
-        .send(&[post("/b/1", body), get("/b/2"), get("/b/3")])
-        .await;
+    send(&mut client, &[post("/b/1", body), get("/b/2"), get("/b/3")]).await;
     let answers = expect_answers(&mut client, 3, &backends, &lb).await;
     assert_answers(&answers, &["/b/1", "/b/2", "/b/3"], &lb);
     assert_eq!(

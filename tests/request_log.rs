@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::backend::TestBackend;
 use common::heroku_api::{AppFixture, Failure, FakeHerokuApi};
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{LbBuilder, LbProcess, HEALTH_PATH};
 use common::router::TestRouter;
 
 /// The keys of a request line, in order: Heroku's router fields and units,
@@ -411,7 +411,7 @@ async fn on_a_dyno_the_line_names_the_dyno_and_the_routers_protocol_and_client()
     let lb = LbBuilder::new()
         .backends(&[backend.url()])
         .env("DYNO", "web.3")
-        .env("LB_STATUS_TOKEN", "log-test-token")
+        .status_token("log-test-token")
         .start()
         .await;
     let client = common::http_client();
@@ -449,7 +449,7 @@ async fn each_kind_of_failure_is_logged_with_its_code() {
     slow.set_answer_for("/slow", common::backend::Answer::Stall);
     let lb = LbBuilder::new()
         .backends(&[slow.url()])
-        .env("HEALTH_CHECK_PATH", "/health")
+        .health_check_path(HEALTH_PATH)
         .start()
         .await;
     let client = common::http_client();

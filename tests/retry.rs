@@ -17,7 +17,7 @@ async fn a_backend_refusing_connections_causes_no_client_errors() {
     // a health check taking it out first.
     let lb = LbBuilder::new()
         .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", "3600")
+        .health_check_interval("3600")
         .start()
         .await;
     let client = common::http_client();

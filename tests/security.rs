@@ -11,64 +11,23 @@ use std::time::Duration;
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
 use common::heroku_api::{Failure, FakeHerokuApi};
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{balancer, LbBuilder, LbProcess, HEALTH_PATH};
+use common::raw_client::raw_head;
+use common::status::poll_status;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const TOKEN: &str = "status-token-9d7e1c44-secret";
 const KEY: &str = "hrku-security-key-0f6a2b93-do-not-log";
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
 
-/// A balancer over `backends`, checking `/health` every 0.3 s.
-fn balancer(backends: &[TestBackend]) -> LbBuilder {
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_PATH", "/health")
-        .config("health_check_interval_seconds", "0.3")
-}
-
-/// Wait until `/_lb/status` (with the token) shows `count` healthy backends.
-async fn wait_healthy(client: &reqwest::Client, lb: &LbProcess, count: u64) {
-    let bearer = format!("Bearer {TOKEN}");
-    common::status::wait_healthy_with(client, lb, &[("authorization", &bearer)], count).await
-}
-
 /// Two backends behind a balancer with `LB_STATUS_TOKEN`, both healthy.
 async fn two_apps_behind_the_token() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
     let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends)
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
+    let (lb, client) = balancer(&backends)
+        .status_token(TOKEN)
+        .start_healthy(2)
         .await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
     (backends, lb, client)
-}
-
-/// Send raw `request` bytes on a fresh connection and return the status of
-/// the first answer and the answer's head (None: no answer within 5 s).
-async fn raw_status(lb: &LbProcess, request: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", lb.port())).await.ok()?;
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let status = head.split(' ').nth(1)?.parse().ok()?;
-        Some((status, head))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()?
 }
 
 /// Paths the backends received that start with `prefix`.
@@ -87,9 +46,7 @@ fn paths_seen(backends: &[TestBackend], prefix: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_from_the_client_never_reach_the_backend() {
     let backends = TestBackend::start_many("app", 1).await;
-    let lb = balancer(&backends).start().await;
-    let client = common::http_client();
-    wait_healthy(&client, &lb, 1).await;
+    let (lb, _client) = balancer(&backends).start_healthy(1).await;
 
     // The same hop-by-hop set twice: with `Upgrade: websocket` and with
     // `Upgrade: h2c`. Neither request is an upgrade: `Connection` does not
@@ -113,9 +70,9 @@ async fn hop_by_hop_headers_from_the_client_never_reach_the_backend() {
             X-Kept: end-to-end\r\n\
             \r\n"
         );
-        let answer = raw_status(&lb, &request).await;
+        let answer = raw_head(&lb, request.as_bytes()).await;
         assert_eq!(
-            answer.as_ref().map(|(status, _)| *status),
+            answer.as_ref().map(|answer| answer.status).ok(),
             Some(200),
             "{path}: {answer:?}\noutput:\n{}",
             lb.output()
@@ -192,23 +149,23 @@ async fn admin_paths_are_never_forwarded_whatever_the_method_or_sub_path() {
                 "\r\n"
             };
             let request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{body}");
-            match raw_status(&lb, &request).await {
-                Some((_, head)) if head.to_ascii_lowercase().contains(BACKEND_HEADER) => {
+            match raw_head(&lb, request.as_bytes()).await {
+                Ok(answer) if answer.header(BACKEND_HEADER).is_some() => {
                     answered_by_backend.push(format!("{method} {path}"))
                 }
-                Some(_) => {}
-                None => answered_by_backend.push(format!("{method} {path}: no answer")),
+                Ok(_) => {}
+                Err(e) => answered_by_backend.push(format!("{method} {path}: no answer: {e}")),
             }
         }
     }
     for path in ["/_lb/status", "/_lb/metrics", "/_lb/other"] {
         let request = format!("GET http://127.0.0.1{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        match raw_status(&lb, &request).await {
-            Some((_, head)) if head.to_ascii_lowercase().contains(BACKEND_HEADER) => {
+        match raw_head(&lb, request.as_bytes()).await {
+            Ok(answer) if answer.header(BACKEND_HEADER).is_some() => {
                 answered_by_backend.push(format!("absolute-form GET http://127.0.0.1{path}"))
             }
-            Some(_) => {}
-            None => answered_by_backend.push(format!("absolute-form {path}: no answer")),
+            Ok(_) => {}
+            Err(e) => answered_by_backend.push(format!("absolute-form {path}: no answer: {e}")),
         }
     }
     let forwarded: Vec<String> = paths_seen(&backends, "/_lb")
@@ -245,7 +202,7 @@ async fn encoded_admin_paths_are_answered_by_the_balancer_or_passed_on_verbatim(
     let mut problems = Vec::new();
     for path in variants {
         let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-        let answer = raw_status(&lb, &request).await;
+        let answer = raw_head(&lb, request.as_bytes()).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let received: Vec<String> = backends
             .iter()
@@ -254,11 +211,12 @@ async fn encoded_admin_paths_are_answered_by_the_balancer_or_passed_on_verbatim(
             .filter(|p| p == path)
             .collect();
         let outcome = match &answer {
-            None => {
-                problems.push(format!("{path}: no answer"));
+            Err(e) => {
+                problems.push(format!("{path}: no answer: {e}"));
                 "no answer".to_string()
             }
-            Some((status, head)) if head.to_ascii_lowercase().contains(BACKEND_HEADER) => {
+            Ok(answer) if answer.header(BACKEND_HEADER).is_some() => {
+                let status = answer.status;
                 if received.is_empty() {
                     problems.push(format!(
                         "{path}: answered by an app that did not receive it verbatim"
@@ -266,8 +224,9 @@ async fn encoded_admin_paths_are_answered_by_the_balancer_or_passed_on_verbatim(
                 }
                 format!("forwarded to the app verbatim, app answered {status}")
             }
-            Some((status, _)) => {
-                if *status >= 500 {
+            Ok(answer) => {
+                let status = answer.status;
+                if status >= 500 {
                     problems.push(format!("{path}: {status}"));
                 }
                 // Health checks may land meanwhile; only this path counts.
@@ -391,16 +350,19 @@ async fn secrets_never_reach_a_log_line_or_a_status_answer() {
     let one = TestBackend::start_app(&api, &pipeline, "sec-one").await;
     let two = TestBackend::start_app(&api, &pipeline, "sec-two").await;
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
-        .env("HEALTH_CHECK_PATH", "/health")
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("LB_STATUS_TOKEN", TOKEN)
+        .health_check_path(HEALTH_PATH)
+        .health_check_interval("0.3")
+        .status_token(TOKEN)
         .env("RUST_LOG", "debug")
         .config("first_byte_timeout_seconds", "1")
         .config("api_timeout_seconds", "0.5")
         .start()
         .await;
     let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    poll_status(&client, &lb)
+        .token(TOKEN)
+        .until_healthy(2)
+        .await;
 
     let client_bearer = "client-bearer-3a9f0c71-secret";
     let basic = "dXNlcjpiYXNpYy1wYXNzd29yZC1zZWNyZXQ="; // user:basic-password-secret
@@ -434,7 +396,7 @@ async fn secrets_never_reach_a_log_line_or_a_status_answer() {
         )
         .await;
     }
-    one.listen_again().await.expect("listen again");
+    one.listen_again().await;
     two.set_answer(Answer::Stall);
     for i in 0..2 {
         let _ = common::send(
@@ -545,11 +507,14 @@ async fn query_strings_never_reach_a_log_line() {
     let lb = balancer(&backends)
         .env("RUST_LOG", "debug")
         .config("first_byte_timeout_seconds", "1")
-        .config("health_check_interval_seconds", "60")
+        .health_check_interval("60")
         .start()
         .await;
     let client = common::http_client();
-    wait_healthy(&client, &lb, 2).await;
+    poll_status(&client, &lb)
+        .token(TOKEN)
+        .until_healthy(2)
+        .await;
     let secret = "query-secret-5e1d-never-log";
 
     let mut outcomes = Vec::new();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Answer, TestBackend, BACKEND_HEADER};
 use common::lb::{LbBuilder, LbProcess};
-use common::status::try_status;
+use common::status::{status, wait_healthy};
 
 /// The slow-start window of these tests.
 const WINDOW: Duration = Duration::from_secs(10);
@@ -38,21 +38,6 @@ async fn three_apps(
     let client = common::http_client();
     lb.wait_proxying(&client).await;
     (backends, lb, client)
-}
-
-/// Poll status until `healthy` backends are, or panic after 10 s.
-async fn wait_healthy(client: &reqwest::Client, lb: &LbProcess, healthy: u64) {
-    common::wait_until(
-        &format!("{healthy} healthy backends"),
-        200,
-        Duration::from_millis(50),
-        || async {
-            try_status(client, lb)
-                .await
-                .is_ok_and(|s| s["backends_healthy"] == healthy)
-        },
-    )
-    .await;
 }
 
 /// Send requests one after another for `WINDOW` + 1 s from `since`, and
@@ -134,7 +119,7 @@ async fn assert_ramps(policy: &str) {
         "{policy}: not at its full share after the window: {:.1}% ({text:?})",
         last * 100.0
     );
-    let status = try_status(&client, &lb).await.expect("status");
+    let status = status(&client, &lb).await;
     assert!(status["backends"]
         .as_array()
         .is_some_and(|b| b.iter().all(|b| b["share_percent"] == 100)));
@@ -179,7 +164,7 @@ async fn a_sticky_user_is_not_moved_by_a_slow_start() {
     }
     let cookie = cookie.expect("a sticky cookie for the second app");
     readmit(&backends, 1, &client, &lb).await;
-    let status = try_status(&client, &lb).await.expect("status");
+    let status = status(&client, &lb).await;
     let share = status["backends"]
         .as_array()
         .and_then(|b| {

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::backend::{TestBackend, BACKEND_HEADER};
-use common::lb::{LbBuilder, LbProcess};
-use common::status::basic_authorization;
+use common::lb::{balancer, LbProcess};
+use common::status::{basic_authorization, poll_status, Seen, StatusPoll};
 use common::Reply;
 use serde_json::Value;
 
@@ -23,15 +23,6 @@ const TOKEN: &str = "s3cret-status-token";
 /// What a browser sends as `Accept` for a page.
 const BROWSER_ACCEPT: &str =
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
-
-/// A balancer over `backends` checking `/health` every 0.3 s.
-fn balancer(backends: &[TestBackend]) -> LbBuilder {
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", "/health")
-}
 
 /// GET `path` on the balancer with `headers`.
 async fn get_with(
@@ -55,42 +46,22 @@ fn json(reply: &Reply) -> Value {
         .unwrap_or_else(|e| panic!("the status body is not JSON ({e}): {reply:?}"))
 }
 
-/// Poll `/_lb/status` (with `headers`) until `check` holds for the answer; return it.
-async fn wait_status(
-    client: &reqwest::Client,
-    lb: &LbProcess,
-    headers: &[(&str, &str)],
-    what: &str,
-    check: impl Fn(&Reply, &Value) -> bool,
-) -> (Reply, Value) {
-    let mut last = None;
-    for _ in 0..320 {
-        let reply = get_with(client, lb, "/_lb/status", headers).await;
-        let value = json(&reply);
-        if check(&reply, &value) {
-            return (reply, value);
-        }
-        last = Some(reply);
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "/_lb/status never showed {what}; last answer: {last:?}; stderr:\n{}",
-        lb.stderr()
-    );
+/// A poll of `/_lb/status` as the tests here wait: every 25 ms for up to
+/// 8 s, failing at once on an answer that is missing or not JSON.
+fn poll<'a>(client: &'a reqwest::Client, lb: &'a LbProcess) -> StatusPoll<'a> {
+    poll_status(client, lb)
+        .every(Duration::from_millis(25))
+        .within(Duration::from_secs(8))
+        .strict()
 }
 
 /// Two backends behind a balancer with `LB_STATUS_TOKEN`, both healthy.
 async fn two_apps_behind_the_token() -> (Vec<TestBackend>, LbProcess, reqwest::Client) {
     let backends = TestBackend::start_many("app", 2).await;
-    let lb = balancer(&backends)
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
+    let (lb, client) = balancer(&backends)
+        .status_token(TOKEN)
+        .start_healthy(2)
         .await;
-    let client = common::http_client();
-    wait_status(&client, &lb, &[], "both backends healthy", |_, s| {
-        s["backends_healthy"] == 2
-    })
-    .await;
     (backends, lb, client)
 }
 
@@ -136,15 +107,15 @@ async fn the_status_json_reports_ok_degraded_and_down_with_200_200_and_503() {
     // On a dyno the detail needs the token, whoever asks.
     let lb = balancer(&backends)
         .env("DYNO", "web.7")
-        .env("LB_STATUS_TOKEN", TOKEN)
+        .status_token(TOKEN)
         .start()
         .await;
     let client = common::http_client();
-    let bearer = format!("Bearer {TOKEN}");
-    let auth = [("Authorization", bearer.as_str())];
 
-    let (reply, status) =
-        wait_status(&client, &lb, &auth, "status ok", |_, s| s["status"] == "ok").await;
+    let Seen { reply, status, .. } = poll(&client, &lb)
+        .token(TOKEN)
+        .until("status ok", |s| s["status"] == "ok")
+        .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let content_type = reply.headers["content-type"].to_str().unwrap_or("");
     assert!(
@@ -248,10 +219,10 @@ async fn the_status_json_reports_ok_degraded_and_down_with_200_200_and_503() {
     }
 
     backends[0].stop_listening().await;
-    let (reply, status) = wait_status(&client, &lb, &auth, "status degraded", |_, s| {
-        s["status"] == "degraded"
-    })
-    .await;
+    let Seen { reply, status, .. } = poll(&client, &lb)
+        .token(TOKEN)
+        .until("status degraded", |s| s["status"] == "degraded")
+        .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(status["backends_total"], 2);
     assert_eq!(status["backends_healthy"], 1);
@@ -265,10 +236,10 @@ async fn the_status_json_reports_ok_degraded_and_down_with_200_200_and_503() {
     assert_eq!(view["last_check_ok"], false, "{view:#}");
 
     backends[1].stop_listening().await;
-    let (reply, status) = wait_status(&client, &lb, &auth, "status down", |_, s| {
-        s["status"] == "down"
-    })
-    .await;
+    let Seen { reply, status, .. } = poll(&client, &lb)
+        .token(TOKEN)
+        .until("status down", |s| s["status"] == "down")
+        .await;
     assert_eq!(reply.status, 503, "{reply:?}");
     assert_eq!(status["backends_total"], 2);
     assert_eq!(status["backends_healthy"], 0);
@@ -343,10 +314,7 @@ async fn without_a_token_a_loopback_caller_off_heroku_gets_the_detail() {
     let lb = balancer(&backends).start().await;
     let client = common::http_client();
 
-    let (_, detail) = wait_status(&client, &lb, &[], "one healthy backend", |_, s| {
-        s["backends_healthy"] == 1
-    })
-    .await;
+    let detail = poll(&client, &lb).until_healthy(1).await.status;
     assert_eq!(
         detail["backends"][0]["url"],
         backends[0].url(),
@@ -363,10 +331,11 @@ async fn on_a_dyno_without_a_token_the_detail_and_metrics_are_hidden() {
     let lb = balancer(&backends).env("DYNO", "web.1").start().await;
     let client = common::http_client();
 
-    let (reply, summary) = wait_status(&client, &lb, &[], "both backends healthy", |_, s| {
-        s["backends_healthy"] == 2
-    })
-    .await;
+    let Seen {
+        reply,
+        status: summary,
+        ..
+    } = poll(&client, &lb).until_healthy(2).await;
     assert_eq!(
         keys(&summary),
         BTreeSet::from(["status", "backends_total", "backends_healthy", "panic"]),
@@ -571,22 +540,18 @@ async fn the_detail_shows_the_last_minute_of_traffic_and_the_recent_events() {
         let reply = common::get(&client, &lb.url_for("/some/page")).await;
         assert_eq!(reply.status, 200, "{reply:?}");
     }
-    let bearer = format!("Bearer {TOKEN}");
-    let (_, status) = wait_status(
-        &client,
-        &lb,
-        &[("Authorization", &bearer)],
-        "the traffic in the last minute",
-        |_, s| {
+    let status = poll(&client, &lb)
+        .token(TOKEN)
+        .until("the traffic in the last minute", |s| {
             s["backends"].as_array().is_some_and(|all| {
                 all.iter()
                     .map(|b| b["rps_1m"].as_f64().unwrap_or(0.0))
                     .sum::<f64>()
                     > 0.0
             })
-        },
-    )
-    .await;
+        })
+        .await
+        .status;
     for backend in &backends {
         let entry = common::status::entry(&status, &backend.url());
         assert_has_keys(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::backend::TestBackend;
 use common::browser;
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{balancer, LbProcess};
 
 /// The token the balancer is started with.
 const TOKEN: &str = "browser-status-token";
@@ -46,17 +46,10 @@ async fn a_browser_with_the_token_in_the_url_sees_both_backends_healthy() {
     // Fail first, and clearly, when there is no browser.
     browser::chromium();
     let backends = TestBackend::start_many("app", 2).await;
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    let lb = LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", "/health")
-        .env("LB_STATUS_TOKEN", TOKEN)
-        .start()
+    let (lb, client) = balancer(&backends)
+        .status_token(TOKEN)
+        .start_healthy(2)
         .await;
-    let client = common::http_client();
-    let bearer = format!("Bearer {TOKEN}");
-    common::status::wait_healthy_with(&client, &lb, &[("Authorization", &bearer)], 2).await;
     for i in 0..40 {
         let reply = common::get(&client, &lb.url_for(&format!("/page/{i}"))).await;
         assert_eq!(reply.status, 200, "{reply:?}");

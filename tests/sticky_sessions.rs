@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use common::backend::{TestBackend, BACKEND_HEADER};
-use common::lb::{assert_fails_naming, LbBuilder, LbProcess};
+use common::lb::{assert_fails_naming, balancer, LbBuilder, LbProcess};
 use common::raw_backend::{named_ok, serve_keep_alive, RawServer};
 use common::status::wait_healthy;
 use common::Reply;
@@ -23,19 +23,14 @@ use tokio::net::TcpStream;
 const COOKIE: &str = "lb_sticky";
 /// `LB_STICKY_SECRET` in these tests.
 const SECRET: &str = "sticky-test-secret-3b8e";
-/// Path of the health checks.
-const HEALTH_PATH: &str = "/health";
 /// The cookie the cookie-setting app sets on every answer.
 const APP_SET_COOKIE: &str = "app_session=from-the-app; Path=/; HttpOnly";
 
 /// A balancer over `backends` with the sticky cookie on, checking `/health` every 0.3 s.
 fn sticky_balancer(urls: &[String]) -> LbBuilder {
-    LbBuilder::new()
-        .backends(urls)
+    balancer(urls)
         .env("LB_STICKY_COOKIE", COOKIE)
         .env("LB_STICKY_SECRET", SECRET)
-        .env("HEALTH_CHECK_INTERVAL", "0.3")
-        .env("HEALTH_CHECK_PATH", HEALTH_PATH)
 }
 
 fn urls(backends: &[TestBackend]) -> Vec<String> {

@@ -27,9 +27,9 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use common::lb::{LbBuilder, LbProcess};
+use common::lb::{balancer, LbProcess, Upstream};
 use common::raw_backend::{RawServer, HEAD_TIMEOUT, MAX_HEAD};
-use common::status::{entry, status, wait_healthy};
+use common::status::{entry, status, wait_healthy, wait_in_flight_zero};
 
 /// The path client WebSocket connections use; checks go to `/health`.
 const WS_PATH: &str = "/ws";
@@ -66,6 +66,12 @@ struct Seen {
 struct WsBackend {
     server: RawServer,
     seen: Arc<Seen>,
+}
+
+impl Upstream for WsBackend {
+    fn upstream_url(&self) -> String {
+        self.url()
+    }
 }
 
 impl WsBackend {
@@ -273,14 +279,6 @@ fn frame_len(buf: &[u8]) -> Option<usize> {
     Some((header + mask).saturating_add(payload))
 }
 
-/// A static-mode balancer over `backends`, checking `/health`.
-fn balancer(backends: &[&WsBackend]) -> LbBuilder {
-    let urls: Vec<String> = backends.iter().map(|b| b.url()).collect();
-    LbBuilder::new()
-        .backends(&urls)
-        .env("HEALTH_CHECK_PATH", "/health")
-}
-
 /// Open a WebSocket to `/ws` through the balancer; panics (with the
 /// balancer's output) when the handshake fails or takes too long.
 async fn connect(lb: &LbProcess) -> WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
@@ -352,40 +350,6 @@ async fn requests_total(
         .and_then(|value| value.trim().parse().ok())
 }
 
-/// `(url, in_flight)` of every backend in a status answer.
-fn in_flight(status: &Value) -> Vec<(String, u64)> {
-    status["backends"]
-        .as_array()
-        .unwrap_or_else(|| panic!("status has no backends array: {status}"))
-        .iter()
-        .map(|backend| {
-            let count = backend["in_flight"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("backend without a numeric in_flight: {backend}"));
-            (backend["url"].as_str().unwrap_or("?").to_string(), count)
-        })
-        .collect()
-}
-
-/// Wait (about 5 s) until every backend's `in_flight` is 0; panics with the
-/// last counts and the balancer's output when that never happens.
-async fn wait_in_flight_zero(client: &reqwest::Client, lb: &LbProcess) {
-    let last = Mutex::new(Vec::new());
-    let settled = common::poll_until(100, Duration::from_millis(50), || async {
-        let counts = in_flight(&status(client, lb).await);
-        let zero = counts.iter().all(|(_, n)| *n == 0);
-        *last.lock().unwrap() = counts;
-        zero
-    })
-    .await;
-    assert!(
-        settled,
-        "in_flight never returned to 0; last (url, in_flight): {:?}\nbalancer output:\n{}",
-        last.lock().unwrap(),
-        lb.output()
-    );
-}
-
 /// The balancer's access lines for WebSocket requests.
 fn ws_access_lines(lb: &LbProcess) -> Vec<String> {
     lb.stdout()
@@ -400,7 +364,10 @@ fn ws_access_lines(lb: &LbProcess) -> Vec<String> {
 async fn a_websocket_echoes_a_thousand_messages_in_order_and_closes_cleanly_counted_as_a_101() {
     const MESSAGES: usize = 1000;
     let backend = WsBackend::start(AfterUpgrade::Echo).await;
-    let lb = balancer(&[&backend]).start().await;
+    let lb = balancer(&[&backend])
+        .default_health_check_interval()
+        .start()
+        .await;
     let client = common::http_client();
     wait_healthy(&client, &lb, 1).await;
 
@@ -515,7 +482,10 @@ async fn a_websocket_reset_by_its_backend_after_the_101_is_not_retried_on_anothe
     let first = WsBackend::start(AfterUpgrade::ResetAfterFrames(FRAMES)).await;
     let second = WsBackend::start(AfterUpgrade::ResetAfterFrames(FRAMES)).await;
     let backends = [&first, &second];
-    let lb = balancer(&backends).start().await;
+    let lb = balancer(&backends)
+        .default_health_check_interval()
+        .start()
+        .await;
     let client = common::http_client();
     wait_healthy(&client, &lb, 2).await;
 

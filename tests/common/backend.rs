@@ -2,7 +2,8 @@
 //! Tests hand its `url()` to the balancer, then read what arrived (count, path,
 //! headers) and flip how it answers: normally (200, body = its name), 503,
 //! stall (accept the request and never answer), or stop listening altogether
-//! so connections are refused, and listen again on the same port later. One
+//! so connections are refused, and listen again on the same port later (the
+//! port stays the backend's meanwhile: see `held_port`). One
 //! path prefix can be given an answer of its own (a broken endpoint, a
 //! failing health check) while the rest answer as set.
 //! It answers every path the same way, health-check paths included; tests tell
@@ -10,7 +11,7 @@
 //! path and query in `x-test-path`, so a client can match answers to requests.
 
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +26,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use super::held_port::{self, DownListener};
 
 use super::heroku_api::{AppFixture, FakeHerokuApi, PipelineId};
 
@@ -86,19 +89,28 @@ struct Shared {
     connection_tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// The backend's listening socket, up or down; it holds the port either way.
+enum Socket {
+    Up {
+        listener: Arc<TcpListener>,
+        accept_task: JoinHandle<()>,
+    },
+    Down(DownListener),
+}
+
 /// Handle to a running test backend; dropping it stops the server.
 pub struct TestBackend {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    accept_task: Mutex<Option<JoinHandle<()>>>,
+    /// None only while `stop_listening` or `listen_again` switches it.
+    socket: tokio::sync::Mutex<Option<Socket>>,
 }
 
 impl TestBackend {
     /// Start a backend called `name` on a fresh loopback port, answering normally.
     pub async fn start(name: &str) -> TestBackend {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind a test backend on 127.0.0.1:0");
+        let listener = TcpListener::from_std(held_port::bind_loopback())
+            .expect("register a test backend's listener with Tokio");
         let addr = listener
             .local_addr()
             .expect("local_addr of a bound listener");
@@ -110,11 +122,15 @@ impl TestBackend {
             connections: AtomicUsize::new(0),
             connection_tasks: Mutex::new(Vec::new()),
         });
-        let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
+        let listener = Arc::new(listener);
+        let accept_task = tokio::spawn(accept_loop(listener.clone(), shared.clone()));
         TestBackend {
             addr,
             shared,
-            accept_task: Mutex::new(Some(accept_task)),
+            socket: tokio::sync::Mutex::new(Some(Socket::Up {
+                listener,
+                accept_task,
+            })),
         }
     }
 
@@ -210,16 +226,31 @@ impl TestBackend {
     }
 
     /// Stop listening and cut open connections: once this returns, new
-    /// connections are refused (the listener is closed, not just idle).
+    /// connections are refused (the socket no longer listens) while the port
+    /// stays the backend's, so that `listen_again` cannot find it taken.
     pub async fn stop_listening(&self) {
-        // An aborted task's future (and the socket it owns) is dropped by the
-        // time its JoinHandle resolves. The accept loop goes first so that no
-        // connection is added after the others were cut.
-        let accept_task = self.accept_task.lock().unwrap().take();
-        if let Some(task) = accept_task {
-            task.abort();
-            let _ = task.await;
-        }
+        let mut socket = self.socket.lock().await;
+        let down = match socket.take() {
+            Some(Socket::Up {
+                listener,
+                accept_task,
+            }) => {
+                // An aborted task's future (and its handle on the listener) is
+                // dropped by the time its JoinHandle resolves. The accept loop
+                // goes first so that no connection is added after the others
+                // were cut.
+                accept_task.abort();
+                let _ = accept_task.await;
+                let listener = Arc::into_inner(listener)
+                    .expect("the aborted accept loop let go of the listener");
+                held_port::take_down(listener)
+                    .unwrap_or_else(|e| panic!("stop listening on {}: {e}", self.addr))
+            }
+            Some(Socket::Down(down)) => down,
+            None => unreachable!("the socket is only taken under this lock"),
+        };
+        *socket = Some(Socket::Down(down));
+        drop(socket);
         let connection_tasks: Vec<_> = self
             .shared
             .connection_tasks
@@ -233,21 +264,31 @@ impl TestBackend {
         }
     }
 
-    /// Listen again on the same port after `stop_listening`.
-    /// Fails if something else took the port in between.
-    pub async fn listen_again(&self) -> std::io::Result<()> {
+    /// Listen again on the same port after `stop_listening` (open connections
+    /// are cut first, as by `stop_listening`). The port was held meanwhile, so
+    /// nothing else can have taken it.
+    pub async fn listen_again(&self) {
         self.stop_listening().await;
-        let listener = TcpListener::bind(self.addr).await?;
-        let task = tokio::spawn(accept_loop(listener, self.shared.clone()));
-        *self.accept_task.lock().unwrap() = Some(task);
-        Ok(())
+        let mut socket = self.socket.lock().await;
+        let Some(Socket::Down(down)) = socket.take() else {
+            unreachable!("stop_listening leaves the socket down");
+        };
+        let listener = Arc::new(
+            down.listen()
+                .unwrap_or_else(|e| panic!("listen again on {}: {e}", self.addr)),
+        );
+        let accept_task = tokio::spawn(accept_loop(listener.clone(), self.shared.clone()));
+        *socket = Some(Socket::Up {
+            listener,
+            accept_task,
+        });
     }
 }
 
 impl Drop for TestBackend {
     fn drop(&mut self) {
-        if let Some(task) = self.accept_task.lock().unwrap().take() {
-            task.abort();
+        if let Some(Socket::Up { accept_task, .. }) = self.socket.get_mut() {
+            accept_task.abort();
         }
         for task in self.shared.connection_tasks.lock().unwrap().drain(..) {
             task.abort();
@@ -255,7 +296,7 @@ impl Drop for TestBackend {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: Arc<TcpListener>, shared: Arc<Shared>) {
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             // Out of file descriptors or similar: back off instead of spinning.

@@ -17,28 +17,12 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// The Chromium binary; panics with how to install it when there is none.
 pub fn chromium() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHROMIUM") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "CHROMIUM={} is not a file: this test needs a headless Chromium",
-            path.display()
-        );
-        return path;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in ["chromium", "chromium-browser"] {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "this test needs a headless Chromium and found none: install it \
-         (`apt-get install chromium`; .ci/run does) or set CHROMIUM to its path"
-    );
+    super::required_tool(
+        "CHROMIUM",
+        &["chromium", "chromium-browser"],
+        "a headless Chromium",
+        "`apt-get install chromium`; .ci/run does",
+    )
 }
 
 /// Load `url` and return the DOM after `virtual_time` of page time (scripts

@@ -6,6 +6,9 @@
 //! `LbBuilder::start` waits until the port accepts connections; `run_to_exit`
 //! is for config tests, where the exit code and stderr are the result.
 //! Dropping an `LbProcess` kills the child.
+//! `balancer(backends)` is the static-mode setup most tests share (their
+//! backends in `LB_BACKENDS`, health checks on `/health` every 0.3 s), an
+//! `LbBuilder` to change further with its setters.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::backend::TestBackend;
 use super::heroku_api::FakeHerokuApi;
+use super::raw_backend::RawServer;
+use super::slow_backend::SlowBackend;
 
 /// Readiness: this many TCP connect attempts, `READY_INTERVAL` apart.
 pub const READY_TRIES: u32 = 200;
@@ -28,6 +34,66 @@ pub const START_ATTEMPTS: u32 = 4;
 
 /// How long config tests wait for the binary to exit.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The path `balancer` health-checks; every test backend answers it.
+pub const HEALTH_PATH: &str = "/health";
+/// The health-check interval `balancer` sets, in seconds (`HEALTH_CHECK_INTERVAL`):
+/// short, so that a backend going down or up shows within a second.
+pub const HEALTH_INTERVAL: &str = "0.3";
+
+/// Something a static-mode balancer can be pointed at: a URL, or a test
+/// server (its `url()`).
+pub trait Upstream {
+    /// The URL that goes into `LB_BACKENDS`.
+    fn upstream_url(&self) -> String;
+}
+
+impl Upstream for str {
+    fn upstream_url(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Upstream for String {
+    fn upstream_url(&self) -> String {
+        self.clone()
+    }
+}
+
+/// `Upstream` for test servers: their `url()`.
+macro_rules! upstream_by_url {
+    ($($server:ty),*) => {
+        $(impl Upstream for $server {
+            fn upstream_url(&self) -> String {
+                self.url()
+            }
+        })*
+    };
+}
+
+upstream_by_url!(TestBackend, SlowBackend, RawServer);
+
+impl<T: Upstream + ?Sized> Upstream for &T {
+    fn upstream_url(&self) -> String {
+        (**self).upstream_url()
+    }
+}
+
+/// A static-mode balancer over `backends`, as most tests want it: their URLs
+/// in `LB_BACKENDS`, health checks on `HEALTH_PATH` every `HEALTH_INTERVAL`
+/// seconds, and `LbBuilder::new`'s defaults. Change what a test needs with
+/// the setters (`health_check_interval`, `default_health_check_interval`,
+/// `passive_5xx_threshold`, `policy`, `status_token`, `env`, `config`, …),
+/// then `start` or `start_healthy`. (The interval is `HEALTH_CHECK_INTERVAL`,
+/// which wins over the file's `health_check_interval_seconds`: change it with
+/// `health_check_interval`.)
+pub fn balancer<U: Upstream>(backends: &[U]) -> LbBuilder {
+    let urls: Vec<String> = backends.iter().map(Upstream::upstream_url).collect();
+    LbBuilder::new()
+        .backends(&urls)
+        .health_check_path(HEALTH_PATH)
+        .health_check_interval(HEALTH_INTERVAL)
+}
 
 /// What a test wants from one run of the balancer. Defaults:
 /// `LB_LISTEN_HOST=127.0.0.1`, `PORT` = a free loopback port,
@@ -99,6 +165,41 @@ impl LbBuilder {
             .collect::<Vec<_>>()
             .join(",");
         self.env("LB_BACKENDS", joined)
+    }
+
+    /// `HEALTH_CHECK_PATH`: the path health checks request.
+    pub fn health_check_path(self, path: &str) -> Self {
+        self.env("HEALTH_CHECK_PATH", path)
+    }
+
+    /// `HEALTH_CHECK_INTERVAL`, in seconds (`"0.3"`, `"60"`); replaces an
+    /// interval set before, in the environment or the file.
+    pub fn health_check_interval(self, seconds: &str) -> Self {
+        self.remove_config("health_check_interval_seconds")
+            .env("HEALTH_CHECK_INTERVAL", seconds)
+    }
+
+    /// Leave the health-check interval at the balancer's default (5 s): no
+    /// `HEALTH_CHECK_INTERVAL`, no `health_check_interval_seconds`.
+    pub fn default_health_check_interval(self) -> Self {
+        self.remove_config("health_check_interval_seconds")
+            .unset_env("HEALTH_CHECK_INTERVAL")
+    }
+
+    /// `heroku_lb.passive_5xx_threshold`: 5xx answers in a row that eject a
+    /// backend (0: passive ejection off).
+    pub fn passive_5xx_threshold(self, answers: u32) -> Self {
+        self.config("passive_5xx_threshold", &answers.to_string())
+    }
+
+    /// `LB_POLICY`: `round_robin` or `least_connections`.
+    pub fn policy(self, policy: &str) -> Self {
+        self.env("LB_POLICY", policy)
+    }
+
+    /// `LB_STATUS_TOKEN`; `start_healthy` then polls the status with it.
+    pub fn status_token(self, token: &str) -> Self {
+        self.env("LB_STATUS_TOKEN", token)
     }
 
     /// `LB_RESOLVE`: pin each hostname to an IP, like curl's --resolve.
@@ -211,6 +312,21 @@ impl LbBuilder {
             drop(lb);
             attempt += 1;
         }
+    }
+
+    /// `start`, then wait until `/_lb/status` shows `count` healthy backends
+    /// (sending the status token if one is set); returns the balancer and a
+    /// client (`common::http_client`). For the default admin prefix only.
+    pub async fn start_healthy(self, count: u64) -> (LbProcess, reqwest::Client) {
+        let token = self.env.get("LB_STATUS_TOKEN").cloned();
+        let lb = self.start().await;
+        let client = super::http_client();
+        let mut poll = super::status::poll_status(&client, &lb);
+        if let Some(token) = &token {
+            poll = poll.token(token);
+        }
+        poll.until_healthy(count).await;
+        (lb, client)
     }
 
     /// The status path under the configured (or default) admin prefix.

@@ -1,10 +1,12 @@
 //! Shared fixtures for the integration tests: the balancer as a child process
 //! (`lb`), plain HTTP backends (`backend`), hand-written HTTP/1.1 backends
-//! (`raw_backend`), backends that answer after a chosen delay (`slow_backend`), a TLS router shared by several apps (`router`), the fake
-//! Platform API (`heroku_api`), readers of `/_lb/status` and `/_lb/metrics`
+//! (`raw_backend`) and clients (`raw_client`), backends that answer after a
+//! chosen delay (`slow_backend`), a TLS router shared by several apps
+//! (`router`), the fake Platform API (`heroku_api`), listeners that keep their
+//! port while down (`held_port`), readers of `/_lb/status` and `/_lb/metrics`
 //! (`status`) and of the shipped Dockerfile (`dockerfile`), headless Chromium
-//! (`browser`), plus the small
-//! helpers below.
+//! (`browser`), a real redis-server (`redis`), the deploy-day scenario
+//! (`deploy_day`), plus the small helpers below.
 //! Everything listens on 127.0.0.1 with ports chosen by the kernel, and every
 //! wait is bounded by a try count and a deadline, so tests can run in parallel
 //! and a broken balancer fails a test instead of hanging it.
@@ -15,9 +17,11 @@ pub mod backend;
 pub mod browser;
 pub mod deploy_day;
 pub mod dockerfile;
+pub mod held_port;
 pub mod heroku_api;
 pub mod lb;
 pub mod raw_backend;
+pub mod raw_client;
 pub mod redis;
 pub mod router;
 pub mod slow_backend;
@@ -63,6 +67,35 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("local_addr of a bound listener")
         .port()
+}
+
+/// An outside program a test needs: the path the environment variable `var`
+/// names, if set (it must be a file), else the first of `names` found on
+/// PATH. Panics naming `what` and how to get it (`install`) when there is
+/// none: a missing tool fails its test, never lets it pass unrun.
+pub fn required_tool(var: &str, names: &[&str], what: &str, install: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{var}={} is not a file: this test needs {what}",
+            path.display()
+        );
+        return path;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "this test needs {what} and found none of {names:?} on PATH: install it \
+         ({install}) or set {var} to its path"
+    );
 }
 
 /// An HTTP client that ignores proxy variables and gives up after `CLIENT_TIMEOUT`.
