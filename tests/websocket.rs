@@ -568,3 +568,73 @@ async fn a_websocket_reset_by_its_backend_after_the_101_is_not_retried_on_anothe
         "every backend should still be healthy; {report}"
     );
 }
+
+/// A quiet WebSocket to an app that leaves the pipeline stays open for `LB_DRAIN_TIMEOUT_SECONDS`, then its connection is closed; nothing stays in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_connection_to_an_app_that_leaves_is_closed_after_the_drain_timeout() {
+    let api = common::heroku_api::FakeHerokuApi::start("hrku-test-key-ws-drain");
+    let pipeline = api.add_pipeline("ws-drain");
+    let backend = WsBackend::start(AfterUpgrade::Echo).await;
+    let app = api.add_app(common::heroku_api::AppFixture::new(
+        "ws-drain-1",
+        &pipeline,
+        &format!("{}/", backend.url()),
+    ));
+    let lb = common::lb::LbBuilder::pipeline(&api, pipeline.as_str())
+        .health_check_path("/health")
+        .env("LB_DRAIN_TIMEOUT_SECONDS", "2")
+        .start()
+        .await;
+    let client = common::http_client();
+    wait_healthy(&client, &lb, 1).await;
+    let mut ws = connect(&lb).await;
+    ws.send(Message::text("before")).await.expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(
+        matches!(echoed, Ok(Some(Ok(Message::Text(ref t)))) if t.as_str() == "before"),
+        "{echoed:?}"
+    );
+
+    api.decouple_app(&app);
+    let left = Instant::now();
+    common::status::poll_status(&client, &lb)
+        .until("the app gone", |s| s["backends_total"] == 0)
+        .await;
+    // Inside the drain timeout the connection still works.
+    ws.send(Message::text("while draining"))
+        .await
+        .expect("send while draining");
+    let echoed = tokio::time::timeout(Duration::from_secs(1), ws.next()).await;
+    assert!(
+        matches!(echoed, Ok(Some(Ok(Message::Text(_))))),
+        "{echoed:?}"
+    );
+    // Then it is closed, though both ends keep quiet.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    let after = left.elapsed();
+    println!("the upgraded connection closed {after:?} after the app left (drain timeout 2 s)");
+    assert!(
+        closed.is_ok(),
+        "the connection to the app that left stayed open"
+    );
+    assert!(
+        after >= Duration::from_millis(1500),
+        "closed before the drain timeout: {after:?}"
+    );
+    common::wait_until(
+        "the drain's log line",
+        100,
+        Duration::from_millis(50),
+        || async { lb.lines_with("drained: closed 1 upgraded connection").len() == 1 },
+    )
+    .await;
+    wait_in_flight_zero(&client, &lb).await;
+}

@@ -135,8 +135,8 @@ impl Subscriptions {
             self.refused = true;
             warn!(
                 "webhook subscriptions off: the Platform API refused to manage webhooks ({error}); \
-                 HEROKU_API_KEY needs write access to the apps (heroku authorizations:create \
-                 --scope write-protected), or add them by hand (README: Deploys without a blip). \
+                 HEROKU_API_KEY needs write access to the apps (the account API key, or heroku \
+                 authorizations:create --scope write), or add them by hand (README: Deploys without a blip). \
                  Discovery goes on polling"
             );
             return None;

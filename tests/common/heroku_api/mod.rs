@@ -12,12 +12,14 @@
 //! the server thread and the path of one request through it. The rest, by concern:
 //! `model` (pipelines, apps, couplings, formations and their JSON), `routing` (paths to
 //! endpoints, `Accept` and key checks), `paging` (`Range`/`Next-Range`, `ETag`/304) and
-//! `failures` (the [`Failure`] switches and what they do to an answer).
+//! `failures` (the [`Failure`] switches and what they do to an answer), `webhooks` (app
+//! webhook subscriptions, the preboot feature, signed deliveries).
 
 mod failures;
 mod model;
 mod paging;
 mod routing;
+mod webhooks;
 
 use std::io;
 use std::net::SocketAddr;
@@ -45,6 +47,8 @@ pub use model::{AppFixture, AppId, PipelineId, STAGES};
 pub use paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 #[allow(unused_imports)]
 pub use routing::RecordedRequest;
+#[allow(unused_imports)]
+pub use webhooks::{post as post_delivery, signature as webhook_signature};
 
 use failures::ReplyBody;
 use model::{derived_uuid, State};
@@ -299,7 +303,7 @@ async fn handle(
             _ => failure.replacement(&recorded).unwrap_or_else(|| {
                 route(
                     &shared.api_key,
-                    &state,
+                    &mut state,
                     &recorded,
                     failure.allows_not_modified(),
                     failure == Failure::LoopingNextRange,

@@ -193,14 +193,31 @@ impl FakeHerokuApi {
 
     /// Turns maintenance mode on or off.
     pub fn set_maintenance(&self, app: &AppId, on: bool) {
-        let mut state = self.state();
-        let record = state.app_mut(app);
-        record.maintenance = on;
-        record.updated_at = now_iso8601();
+        {
+            let mut state = self.state();
+            let record = state.app_mut(app);
+            record.maintenance = on;
+            record.updated_at = now_iso8601();
+        }
+        // Subscribers hear of it, as from Heroku.
+        let data = self.event_data(app, serde_json::json!({"maintenance": on}));
+        let data = data["app"].clone();
+        self.deliver(app, "app", "update", data);
     }
 
     /// Sets the `web` quantity; `None` removes the web formation.
     pub fn set_web_quantity(&self, app: &AppId, quantity: Option<u32>) {
+        self.set_web_quantity_quietly(app, quantity);
+        // Subscribers hear of it, as from Heroku.
+        let data = self.event_data(
+            app,
+            serde_json::json!({"type": "web", "quantity": quantity.unwrap_or(0)}),
+        );
+        self.deliver(app, "formation", "update", data);
+    }
+
+    /// `set_web_quantity` without the event (a change no webhook reports).
+    pub fn set_web_quantity_quietly(&self, app: &AppId, quantity: Option<u32>) {
         let mut state = self.state();
         let formation_id = state.ids.uuid();
         let record = state.app_mut(app);
@@ -281,6 +298,12 @@ pub(super) struct State {
     pub(super) rules: Vec<FailureRule>,
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) ids: IdSource,
+    /// App webhook subscriptions, by app id.
+    pub(super) webhooks: BTreeMap<String, Vec<super::webhooks::WebhookRecord>>,
+    /// Apps with the preboot feature on.
+    pub(super) preboot: BTreeSet<String>,
+    /// Answer 403 to new subscriptions (a key without the right).
+    pub(super) webhooks_refused: bool,
 }
 
 pub(super) struct PipelineRecord {
@@ -331,6 +354,9 @@ impl State {
             rules: Vec::new(),
             requests: Vec::new(),
             ids,
+            webhooks: BTreeMap::new(),
+            preboot: BTreeSet::new(),
+            webhooks_refused: false,
         }
     }
 
@@ -511,7 +537,7 @@ fn format_uuid(high: u64, low: u64) -> String {
 }
 
 /// Now as ISO 8601 UTC with second precision, the form the API uses: `2024-05-01T12:34:56Z`.
-fn now_iso8601() -> String {
+pub(super) fn now_iso8601() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

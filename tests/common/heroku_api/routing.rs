@@ -120,14 +120,21 @@ pub(super) fn record(parts: &Parts, body: &Bytes) -> RecordedRequest {
 /// The normal answer: `Accept` and key checks, then the endpoint.
 pub(super) fn route(
     api_key: &str,
-    state: &State,
+    state: &mut State,
     request: &RecordedRequest,
     conditional: bool,
     looping: bool,
 ) -> Answer {
     let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
     let is_filter = request.method == "POST" && segments == ["filters", "apps"];
-    if !accepts_v3(request.header("accept"), is_filter) {
+    let variant = if is_filter {
+        Some("3.filters")
+    } else if segments.get(2) == Some(&"webhooks") {
+        Some("3.webhooks")
+    } else {
+        None
+    };
+    if !accepts_v3(request.header("accept"), variant) {
         return Answer::json(
             StatusCode::NOT_ACCEPTABLE,
             &json!({
@@ -150,6 +157,10 @@ pub(super) fn route(
         }
         Some(_) => {}
     }
+    if let Some(answer) = super::webhooks::route(state, request, &segments) {
+        return answer;
+    }
+    let state: &State = state;
 
     let get = request.method == "GET";
     let answer = match segments.as_slice() {
@@ -223,9 +234,9 @@ pub(super) fn route(
     }
 }
 
-/// `application/vnd.heroku+json; version=3` (or `version=3.filters` where `filters` is set),
-/// among possibly several comma-separated media ranges.
-fn accepts_v3(accept: Option<&str>, filters: bool) -> bool {
+/// `application/vnd.heroku+json; version=3` (or the `variant`, such as `version=3.filters`,
+/// where the endpoint has one), among possibly several comma-separated media ranges.
+fn accepts_v3(accept: Option<&str>, variant: Option<&str>) -> bool {
     let Some(accept) = accept else {
         return false;
     };
@@ -238,7 +249,7 @@ fn accepts_v3(accept: Option<&str>, filters: bool) -> bool {
         params.any(|param| match param.split_once('=') {
             Some((key, value)) if key.trim().eq_ignore_ascii_case("version") => {
                 let value = value.trim().trim_matches('"');
-                value == "3" || (filters && value == "3.filters")
+                value == "3" || Some(value) == variant
             }
             _ => false,
         })
