@@ -484,3 +484,124 @@ async fn a_store_answering_garbage_or_nothing_changes_nothing_on_the_request_pat
         server.abort();
     }
 }
+
+/// A webhook delivered to a balancer that does not hold the lease changes routing on all three within 2 s: it goes through the store to the lease holder, which does the API work once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_on_any_balancer_changes_routing_on_all_within_2_s() {
+    let store = RedisServer::start_tls();
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("shared-hook");
+    let mut apps = Vec::new();
+    for i in 1..=2 {
+        apps.push(TestBackend::start_app(&api, &pipeline, &format!("shared-hook-{i}")).await);
+    }
+    let mut lbs = Vec::new();
+    for _ in 0..3 {
+        lbs.push(
+            LbBuilder::pipeline(&api, pipeline.as_str())
+                .env("DISCOVERY_INTERVAL", "60")
+                .env("HEALTH_CHECK_INTERVAL", "1")
+                .env("HEALTH_CHECK_PATH", "/health")
+                .env("LB_WEBHOOK_SECRET", "whsec-shared")
+                .env("REDIS_URL", store.url())
+                .start()
+                .await,
+        );
+    }
+    let client = common::http_client();
+    wait_all(
+        &client,
+        &lbs,
+        "two apps everywhere",
+        Duration::from_secs(20),
+        |s| s["backends_healthy"] == 2 && s["store"] == "connected",
+    )
+    .await;
+    let mut follower = None;
+    for lb in &lbs {
+        if status_of(&client, lb).await["store_leader"] == false {
+            follower = Some(lb);
+            break;
+        }
+    }
+    let follower = follower.expect("a balancer without the lease");
+    let id = api.app_id("shared-hook-2").expect("exists");
+    api.subscribe(
+        &id,
+        &follower.url_for("/_lb/hooks/heroku"),
+        "whsec-shared",
+        &["api:formation"],
+    );
+    let mark = api.mark();
+    let sent = Instant::now();
+    api.set_web_quantity(&id, Some(4));
+    let took = wait_all(
+        &client,
+        &lbs,
+        "weight 4 everywhere",
+        Duration::from_secs(2),
+        |s| {
+            s["backends"].as_array().is_some_and(|b| {
+                b.iter()
+                    .any(|b| b["name"] == "shared-hook-2" && b["weight"] == 4)
+            })
+        },
+    )
+    .await;
+    let calls = api.requests_since(mark);
+    println!(
+        "weight 4 on all three balancers {:?} after the event to a follower; API calls: {:?}",
+        sent.elapsed().min(took + Duration::from_millis(1)),
+        calls
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(calls.len(), 1, "the API work was not done once");
+}
+
+/// A sticky cookie one balancer gave is honoured by the others (the same LB_STICKY_SECRET makes the same tokens everywhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_cookies_from_one_balancer_are_honoured_by_the_others() {
+    let store = RedisServer::start_tls();
+    let api = FakeHerokuApi::start(KEY);
+    let pipeline = api.add_pipeline("shared-sticky");
+    let mut apps = Vec::new();
+    for i in 1..=3 {
+        apps.push(TestBackend::start_app(&api, &pipeline, &format!("shared-sticky-{i}")).await);
+    }
+    let mut lbs = Vec::new();
+    for _ in 0..3 {
+        lbs.push(balancer(&api, &pipeline, Some(&store)).await);
+    }
+    let client = common::http_client();
+    wait_all(
+        &client,
+        &lbs,
+        "three apps everywhere",
+        Duration::from_secs(20),
+        |s| s["backends_healthy"] == 3,
+    )
+    .await;
+    for n in 0..3 {
+        let first = common::get(&client, &lbs[0].url_for(&format!("/first/{n}"))).await;
+        let app = first.headers.get(common::backend::BACKEND_HEADER).cloned();
+        let cookie = first
+            .headers
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("a sticky cookie")
+            .to_string();
+        for lb in &lbs[1..] {
+            let reply = common::send(client.get(lb.url_for("/again")).header("Cookie", &cookie))
+                .await
+                .expect("answered");
+            assert_eq!(
+                reply.headers.get(common::backend::BACKEND_HEADER).cloned(),
+                app
+            );
+            assert!(reply.headers.get("set-cookie").is_none(), "a new cookie");
+        }
+    }
+}
