@@ -12,6 +12,14 @@ twice: as shipped (a request line per request) and with `RUST_LOG=warn`.
 
     python3 bench/instructions.py                 # 3 backends, 8 s each
     python3 bench/instructions.py --backends 1000 --top 30
+    python3 bench/instructions.py --heroku-apps 3,100   # TLS to one router, N apps by SNI and Host
+
+`--heroku-apps N` measures the job heroku-lb does on Heroku instead: every
+app behind ONE TLS router address (an nginx on the load side with a test CA,
+as in run.py's heroku scenario), picked by SNI and Host; heroku-lb with
+`https://app-N.bench.test` backends pinned to 127.0.0.1 and `ca_file`, bare
+Pingora in its Heroku mode (one TLS peer per app). One list of app counts
+gives one line per count and the ratios at each.
 
 Needs valgrind, wrk and nginx; uses the binaries in target/release (build them
 with `cargo build --release --bin heroku-lb --example bare_pingora_mimalloc`).
@@ -67,11 +75,14 @@ def exclusive_costs(path: str) -> collections.Counter:
 
 
 def measure(kind: str, binary: str, ports: list[int], work: str, seconds: float,
-            connections: int) -> tuple[int, collections.Counter]:
-    """One proxy under callgrind: requests wrk completed, instructions by function."""
+            connections: int, router: dict | None = None) -> tuple[int, collections.Counter]:
+    """One proxy under callgrind: requests wrk completed, instructions by
+    function. With `router` ({"port", "ca", "hosts"}), the proxy balances the
+    router's apps over TLS by SNI and Host instead of the plain `ports`."""
     d = tempfile.mkdtemp(dir=work, prefix=kind.replace(" ", "_") + "-")
     port = run.free_ports(1)[0]
-    pool = 2 * len(ports) if len(ports) > 16 else 256
+    count = len(router["hosts"]) if router else len(ports)
+    pool = 4 * count if count > 16 else 256
     env = {k: v for k, v in os.environ.items() if k not in run.HEROKU_LB_VARS}
     env.pop("RUST_LOG", None)
     if kind.startswith("heroku-lb"):
@@ -79,12 +90,22 @@ def measure(kind: str, binary: str, ports: list[int], work: str, seconds: float,
             env["RUST_LOG"] = "warn"
         conf = os.path.join(d, "heroku-lb.yaml")
         with open(conf, "w") as f:
-            f.write(configs.heroku_lb_conf(d, port, [f"http://127.0.0.1:{p}" for p in ports],
-                                           upstream_keepalive_pool_size=pool))
+            if router:
+                f.write(configs.heroku_lb_conf(
+                    d, port, [f"https://{h}:{router['port']}" for h in router["hosts"]],
+                    upstream_keepalive_pool_size=pool, ca_file=router["ca"],
+                    resolve={h: "127.0.0.1" for h in router["hosts"]}))
+            else:
+                f.write(configs.heroku_lb_conf(d, port, [f"http://127.0.0.1:{p}" for p in ports],
+                                               upstream_keepalive_pool_size=pool))
         argv = [binary, "-c", conf]
     else:
-        env.update(PORT=str(port), BARE_POOL_SIZE=str(pool),
-                   BARE_BACKENDS=",".join(f"127.0.0.1:{p}" for p in ports))
+        env.update(PORT=str(port), BARE_POOL_SIZE=str(pool))
+        if router:
+            env.update(BARE_APPS=",".join(router["hosts"]),
+                       BARE_ROUTER=f"127.0.0.1:{router['port']}", BARE_CA_FILE=router["ca"])
+        else:
+            env.update(BARE_BACKENDS=",".join(f"127.0.0.1:{p}" for p in ports))
         argv = [binary]
     out = os.path.join(d, "callgrind.out")
     proc = subprocess.Popen(
@@ -94,7 +115,8 @@ def measure(kind: str, binary: str, ports: list[int], work: str, seconds: float,
     try:
         url = f"http://127.0.0.1:{port}/"
         run.wait_until(f"{kind} under callgrind", lambda: run.http_get(url, 5)[0] == 200, 180)
-        run.warm_up(url, 3)
+        # Every app's connection made (TLS handshakes are not the steady state).
+        run.warm_up(url, 3 if count <= 16 else 10)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=False)
         result = run.Wrk(d, None).run(url, connections, seconds)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=False)
@@ -116,12 +138,47 @@ def measure(kind: str, binary: str, ports: list[int], work: str, seconds: float,
             proc.kill()
 
 
+def report(per_request: dict, top: int, label: str) -> None:
+    """The totals, the ratios and the functions that differ most."""
+    ours, floor = per_request["heroku-lb"], per_request["bare Pingora"]
+    quiet = per_request["heroku-lb RUST_LOG=warn"]
+    total = {kind: sum(costs.values()) for kind, costs in per_request.items()}
+    print(f"{label}heroku-lb / bare Pingora: {total['heroku-lb'] / total['bare Pingora']:.2f}x; "
+          f"RUST_LOG=warn / bare Pingora: "
+          f"{total['heroku-lb RUST_LOG=warn'] / total['bare Pingora']:.2f}x; "
+          f"a request line: {total['heroku-lb'] - sum(quiet.values()):.0f} instructions")
+    print("\nfunctions by difference (instructions/request: bare Pingora -> heroku-lb):")
+    diff = {name: ours.get(name, 0) - floor.get(name, 0) for name in set(ours) | set(floor)}
+    for name, delta in sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:top]:
+        print(f"{delta:+8.0f}  {floor.get(name, 0):8.0f} -> {ours.get(name, 0):8.0f}  {name[:110]}")
+
+
+def start_router(work: str, apps: int) -> tuple[subprocess.Popen, dict]:
+    """run.py's TLS router (one nginx worker) for `apps` apps, with its CA."""
+    d = os.path.join(work, "router")
+    os.makedirs(d, exist_ok=True)
+    certs = configs.test_certificates(os.path.join(d, "certs"))
+    tls_port, status_port = run.free_ports(2)
+    hosts = configs.app_hosts(apps)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(configs.nginx_router_conf(d, tls_port, status_port, hosts,
+                                          certs["cert"], certs["key"]))
+    proc = subprocess.Popen(["nginx", "-e", "stderr", "-c", conf, "-p", d],
+                            start_new_session=True, stderr=subprocess.DEVNULL)
+    run.wait_until("the router", lambda: run.https_get(tls_port, hosts[0], certs["ca"])[0] == 200,
+                   15)
+    return proc, {"port": tls_port, "ca": certs["ca"], "hosts": hosts}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", type=int, default=3)
     p.add_argument("--seconds", type=float, default=8)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--top", type=int, default=20, help="functions to list (20)")
+    p.add_argument("--heroku-apps", default=None,
+                   help="comma-separated app counts: TLS to one router, apps by SNI and Host")
     args = p.parse_args()
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(run.REPO, "target"))
     # heroku-lb as shipped (RUST_LOG unset: a request line per request, to a
@@ -136,6 +193,30 @@ def main() -> int:
             run.die(f"{path} is missing: cargo build --release --bin heroku-lb "
                     "--example bare_pingora_mimalloc")
     work = tempfile.mkdtemp(prefix="heroku-lb-instructions-")
+    if args.heroku_apps:
+        counts = [int(n) for n in args.heroku_apps.split(",")]
+        ratios = []
+        for apps in counts:
+            router, shape = start_router(os.path.join(work, f"apps-{apps}"), apps)
+            try:
+                per_request = {}
+                for kind, path in binaries.items():
+                    requests, costs = measure(kind, path, [], work, args.seconds,
+                                              args.connections, shape)
+                    per_request[kind] = {name: cost / requests for name, cost in costs.items()}
+                    print(f"{apps:4d} apps  {kind:<24} {requests:6d} requests  "
+                          f"{sum(per_request[kind].values()):9.0f} instructions/request",
+                          flush=True)
+                report(per_request, args.top, f"{apps} apps (TLS router): ")
+                totals = {k: sum(v.values()) for k, v in per_request.items()}
+                ratios.append((apps, totals["heroku-lb"] / totals["bare Pingora"],
+                               totals["heroku-lb RUST_LOG=warn"] / totals["bare Pingora"]))
+                print()
+            finally:
+                os.killpg(router.pid, signal.SIGTERM)
+        print("; ".join(f"{apps} apps: heroku-lb / bare Pingora {ours:.2f}x "
+                        f"(RUST_LOG=warn {quiet:.2f}x)" for apps, ours, quiet in ratios))
+        return 0
     ports = run.free_ports(args.backends)
     with open(os.path.join(work, "nginx.conf"), "w") as f:
         f.write(configs.nginx_backends_conf(work, ports))
@@ -151,17 +232,7 @@ def main() -> int:
             total = sum(per_request[kind].values())
             print(f"{kind:<24} {requests:6d} requests  {total:9.0f} instructions/request",
                   flush=True)
-        ours, floor = per_request["heroku-lb"], per_request["bare Pingora"]
-        quiet = per_request["heroku-lb RUST_LOG=warn"]
-        total = {kind: sum(costs.values()) for kind, costs in per_request.items()}
-        print(f"heroku-lb / bare Pingora: {total['heroku-lb'] / total['bare Pingora']:.2f}x; "
-              f"RUST_LOG=warn / bare Pingora: "
-              f"{total['heroku-lb RUST_LOG=warn'] / total['bare Pingora']:.2f}x; "
-              f"a request line: {total['heroku-lb'] - sum(quiet.values()):.0f} instructions")
-        print("\nfunctions by difference (instructions/request: bare Pingora -> heroku-lb):")
-        diff = {name: ours.get(name, 0) - floor.get(name, 0) for name in set(ours) | set(floor)}
-        for name, delta in sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:args.top]:
-            print(f"{delta:+8.0f}  {floor.get(name, 0):8.0f} -> {ours.get(name, 0):8.0f}  {name[:110]}")
+        report(per_request, args.top, "")
     finally:
         os.killpg(backends.pid, signal.SIGTERM)
     return 0

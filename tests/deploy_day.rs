@@ -52,6 +52,8 @@ async fn static_heroku_lb(name: &'static str, slow_start: &str) -> Outcome {
         .health_check_path(HEALTH_PATH)
         .env("HEALTH_CHECK_INTERVAL", "1")
         .env("LB_SLOW_START_SECONDS", slow_start)
+        // Shipped defaults (the test builder turns retries off).
+        .env("LB_RETRY_5XX_WITHIN_MS", "1000")
         .start()
         .await;
     lb.wait_proxying(&common::http_client()).await;
@@ -80,6 +82,9 @@ async fn heroku_lb_with_webhooks() -> Outcome {
         .env("HEALTH_CHECK_INTERVAL", "1")
         .env("DISCOVERY_INTERVAL", "30")
         .env("LB_WEBHOOK_SECRET", SECRET)
+        // Shipped defaults (the test builder turns them off).
+        .env("LB_SLOW_START_SECONDS", "30")
+        .env("LB_RETRY_5XX_WITHIN_MS", "1000")
         .start()
         .await;
     lb.wait_proxying(&common::http_client()).await;

@@ -37,7 +37,9 @@ async fn balancer(
             .backends(urls)
             .env("HEALTH_CHECK_INTERVAL", "30")
             .env("HEALTH_CHECK_PATH", "/health")
-            .env("LB_PASSIVE_5XX_THRESHOLD", "0"),
+            .env("LB_PASSIVE_5XX_THRESHOLD", "0")
+            // The shipped default (the test builder turns it off).
+            .env("LB_RETRY_5XX_WITHIN_MS", "1000"),
     )
     .start()
     .await;

@@ -98,8 +98,12 @@ pub fn balancer<U: Upstream>(backends: &[U]) -> LbBuilder {
 /// What a test wants from one run of the balancer. Defaults:
 /// `LB_LISTEN_HOST=127.0.0.1`, `PORT` = a free loopback port,
 /// `RUST_LOG=info`, a config file with `threads: 1`, short grace periods and
-/// `connect_timeout_seconds: 1`; no backends (so demo mode unless the test
-/// sets some).
+/// `connect_timeout_seconds: 1`, and slow start and retries of quick 5xx
+/// answers off (`slow_start_seconds: 0`, `retry_5xx_within_ms: 0`: they
+/// change how traffic is spread, and most tests count exact splits or want
+/// an app's 503 to reach them; the tests about them set their variables,
+/// which win over the file); no backends (so demo mode unless the test sets
+/// some).
 #[derive(Clone)]
 pub struct LbBuilder {
     env: BTreeMap<String, String>,
@@ -132,6 +136,8 @@ impl LbBuilder {
         .server_config("grace_period_seconds", "1")
         .server_config("graceful_shutdown_timeout_seconds", "1")
         .config("connect_timeout_seconds", "1")
+        .config("slow_start_seconds", "0")
+        .config("retry_5xx_within_ms", "0")
     }
 
     /// Pipeline mode against the fake Platform API `api` (its key and URL),
