@@ -177,8 +177,8 @@ def report_lines(results: dict) -> list[str]:
         other = [r["other_cpu_share"] for r in dep["runs"]]
         lines += [
             "",
-            f"Other load on the machine during the runs: {100 * min(other):.0f}–"
-            f"{100 * max(other):.0f} % of a core.",
+            f"Other load on the machine during the runs: "
+            f"{run.span([100 * x for x in other], '{:.0f}')} % of a core.",
             "",
             "_failed_: answers other than 200, and requests with no answer within the client's "
             "10 s. Latencies are of every request sent, failed ones included, from send to the "

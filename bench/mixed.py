@@ -217,9 +217,9 @@ def report_lines(results: dict) -> list[str]:
             f"### {100 * load:.0f} % of capacity: {rate:,.0f} requests/s",
             "",
             f"The apps' measured capacity in these runs (workers ÷ mean time a request held a "
-            f"worker, timer lateness on the load CPU included): {min(measured):,.0f}–"
-            f"{max(measured):,.0f} requests/s. Other load on the machine: "
-            f"{100 * min(other):.0f}–{100 * max(other):.0f} % of a core.",
+            f"worker, timer lateness on the load CPU included): {run.span(measured, '{:,.0f}')} "
+            f"requests/s. Other load on the machine: "
+            f"{run.span([100 * x for x in other], '{:.0f}')} % of a core.",
             "",
             "| proxy | p50 | p99 | p99.9 | errors / sent | 503 (with Retry-After) | timeouts | "
             "share of 200s, app-1 / app-2 / app-3 | mean wait for a worker in the apps | "

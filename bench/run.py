@@ -1320,6 +1320,13 @@ def ratio(a, b) -> str:
     return "–" if not a or not b else f"{a / b:.2f}×"
 
 
+def span(values: list[float], fmt: str) -> str:
+    """`low–high` of `values` printed with `fmt`, or one value when both
+    print the same."""
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}–{high}"
+
+
 def mib(kb) -> str:
     return "–" if not kb else f"{kb / 1024:.1f} MiB"
 
