@@ -5,6 +5,7 @@ Pingora proxy (the floor our code adds to), nginx and HAProxy.
     python3 bench/run.py                 # everything, ~19 minutes on 2 cores
     python3 bench/run.py --quick         # short runs, 1 round: a smoke test
     python3 bench/run.py --scenario many --duration 5
+    python3 bench/run.py --scenario deploy,mixed   # bench/deploy.py, bench/mixed.py
 
 Standard library only (Python 3.11). See bench/README.md for the method and
 bench/results/ for the last results. Everything listens on 127.0.0.1; every
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import platform
+import queue
 import resource
 import shutil
 import signal
@@ -41,7 +43,17 @@ sys.dont_write_bytecode = True  # no __pycache__ in bench/
 sys.path.insert(0, HERE)
 import configs  # noqa: E402  (bench/configs.py, beside this file)
 
-SCENARIOS = ["throughput", "latency", "rss", "many", "heroku", "discovery", "cores"]
+# bench/deploy.py and bench/mixed.py (a scenario each) use this module's
+# helpers as `run.X`: let their `import run` find this module, not a second
+# copy of it, when it runs as __main__ (one Proc.running, one die()).
+sys.modules.setdefault("run", sys.modules[__name__])
+import deploy  # noqa: E402
+import mixed  # noqa: E402
+
+SCENARIOS = ["throughput", "latency", "rss", "many", "heroku", "discovery", "cores", "deploy",
+             "mixed"]
+# The scenarios that use the backend nginx.
+BACKEND_SCENARIOS = ["throughput", "latency", "rss", "many", "discovery", "cores"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 # Variables heroku-lb reads: removed from its environment so the generated
@@ -120,12 +132,13 @@ class Proc:
     """A server started by the benchmark, in its own session so that its whole
     process group (nginx's workers too) can be stopped. `cpu` is one CPU or a
     set of CPUs it may run on. `count_lines`: stdout is a pipe drained by a
-    LineCounter (heroku-lb's shipped default: request lines on stdout)."""
+    LineCounter (heroku-lb's shipped default: request lines on stdout).
+    `stdin_pipe`: stdin is a pipe (`popen.stdin`) instead of /dev/null."""
 
     running: list["Proc"] = []
 
     def __init__(self, name, argv, *, cpu=None, env=None, log_path, cwd=None, stdout_pipe=False,
-                 count_lines=False):
+                 count_lines=False, stdin_pipe=False):
         self.name = name
         self.log_path = log_path
         self.log_file = open(log_path, "ab")
@@ -139,7 +152,7 @@ class Proc:
             argv,
             env=env,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout_pipe or count_lines else self.log_file,
             stderr=self.log_file,
             preexec_fn=pin,
@@ -157,6 +170,11 @@ class Proc:
         return [self.pid] + descendants(self.pid)
 
     def stop(self, timeout: float = 8.0) -> None:
+        if self.popen.stdin:
+            try:
+                self.popen.stdin.close()
+            except OSError:
+                pass
         if self.popen.poll() is None:
             try:
                 # SIGINT: Pingora's fast shutdown, nginx's and HAProxy's too.
@@ -188,6 +206,77 @@ class Proc:
     def stop_all(cls) -> None:
         for proc in list(cls.running):
             proc.stop(timeout=3)
+
+
+class JsonLines:
+    """The JSON lines a helper program (examples/deploy_day.rs,
+    examples/mixed_load.rs) prints on its stdout pipe, read by a thread of
+    this script; `next()` waits for the next one. Other lines are kept for
+    the error message."""
+
+    def __init__(self, proc: Proc):
+        self.proc = proc
+        self.lines: queue.Queue = queue.Queue()
+        self.other: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self.proc.popen.stdout:
+                text = raw.decode(errors="replace").strip()
+                try:
+                    self.lines.put(json.loads(text))
+                except ValueError:
+                    self.other = (self.other + [text])[-5:]
+        except (OSError, ValueError):  # the pipe closed under us by stop()
+            pass
+        self.lines.put(None)
+
+    def next(self, what: str, timeout: float) -> dict:
+        try:
+            item = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            die(f"timed out after {timeout:g} s waiting for {what} from {self.proc.name}; "
+                f"see {self.proc.log_path}")
+        if item is None:
+            self.proc.popen.poll()
+            die(f"{self.proc.name} exited ({self.proc.popen.returncode}) before printing {what}; "
+                f"see {self.proc.log_path} {' '.join(self.other)}")
+        return item
+
+
+def cpu_window(proxy_pids: list[int], load_pids: list[int]):
+    """Start measuring CPU time; returns a function that ends the window and
+    returns the proxy's CPU seconds, the load side's (`load_pids` plus this
+    script), and the rest of the machine's as a share of one core (other
+    load, as in the wrk scenarios)."""
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
+    proxy0, load0, (busy0, _) = cpu_ticks(proxy_pids), cpu_ticks(load_pids), machine_ticks()
+    wall0 = time.monotonic()
+
+    def end() -> dict:
+        proxy1, load1, (busy1, _) = cpu_ticks(proxy_pids), cpu_ticks(load_pids), machine_ticks()
+        self1 = resource.getrusage(resource.RUSAGE_SELF)
+        wall = time.monotonic() - wall0
+        harness = (self1.ru_utime - self0.ru_utime) + (self1.ru_stime - self0.ru_stime)
+        proxy = (proxy1 - proxy0) / CLK_TCK
+        load = (load1 - load0) / CLK_TCK + harness
+        other = max(0.0, (busy1 - busy0) / CLK_TCK - proxy - load)
+        return {"wall_s": wall, "proxy_cpu_s": proxy, "load_cpu_s": load,
+                "other_cpu_share": other / wall if wall else 0.0}
+
+    return end
+
+
+def log_tail(path: str, lines: int = 3, width: int = 300) -> str:
+    """The last `lines` non-empty lines of a log, joined, cut to `width`."""
+    try:
+        with open(path, errors="replace") as f:
+            kept = [line.strip() for line in f if line.strip()][-lines:]
+    except OSError:
+        return ""
+    text = " | ".join(kept)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def descendants(root: int) -> list[int]:
@@ -383,13 +472,20 @@ def ensure_tools() -> None:
 
 def build(skip: bool, scenarios: list[str]) -> dict[str, str]:
     """The binaries, built with cargo unless `skip` (in `$CARGO_TARGET_DIR`,
-    else `target/`). The fake Platform API only for the discovery scenario."""
+    else `target/`). The fake Platform API only for the discovery scenario,
+    the bare Pingora proxies only for the scenarios that run them."""
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
     if not os.path.isabs(target):
         target = os.path.join(REPO, target)
-    examples = ["bare_pingora", "bare_pingora_mimalloc"]
+    examples = []
+    if any(s not in ("deploy", "mixed") for s in scenarios):
+        examples += ["bare_pingora", "bare_pingora_mimalloc"]
     if "discovery" in scenarios:
         examples.append("fake_platform_api")
+    if "deploy" in scenarios:
+        examples.append("deploy_day")
+    if "mixed" in scenarios:
+        examples.append("mixed_load")
     bins = {"heroku-lb": os.path.join(target, "release", "heroku-lb")}
     bins.update({name: os.path.join(target, "release", "examples", name) for name in examples})
     if not skip:
@@ -527,7 +623,9 @@ class Bench:
     # ---- proxies under test
 
     def clean_env(self, **extra) -> dict:
-        env = {k: v for k, v in os.environ.items() if k not in HEROKU_LB_VARS}
+        # Every other variable heroku-lb may read goes too (`LB_*`, `HEALTH_CHECK_*`).
+        env = {k: v for k, v in os.environ.items() if k not in HEROKU_LB_VARS
+               and not k.startswith(("LB_", "HEALTH_CHECK_"))}
         env.update(extra)
         return env
 
@@ -612,6 +710,29 @@ class Bench:
         url = f"http://127.0.0.1:{port}/"
         wait_until(f"{kind} to proxy a request", lambda: http_get(url)[0] == 200, 30, proc)
         return proc, url
+
+    def start_or_skip(self, kind: str, argv: list[str], ready, *, log_path: str, env=None,
+                      count_lines: bool = False, timeout: float = 30.0):
+        """Start a proxy of the deploy or mixed scenario on the proxy CPU and
+        wait until `ready()`. Returns (proc, None), or (None, why) if it
+        exited first or was not ready in time: those scenarios skip such a
+        row and record why (a setting this heroku-lb build lacks is a config
+        error at start) instead of stopping the whole benchmark."""
+        proc = Proc(kind, argv, cpu=self.proxy_cpu, env=env, log_path=log_path,
+                    count_lines=count_lines)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.alive():
+            try:
+                if ready():
+                    return proc, None
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        code = proc.popen.poll()
+        proc.stop()
+        why = f"exited with {code}" if code is not None else f"not ready within {timeout:g} s"
+        said = log_tail(log_path, lines=1).replace(self.work + os.sep, "")
+        return None, f"{why}: {said or 'nothing logged'}"
 
     def measured_pids(self, proc: Proc) -> list[int]:
         return proc.pids()
@@ -990,6 +1111,12 @@ class Bench:
                 except OSError:
                     pass
 
+    def deploy(self) -> None:
+        deploy.scenario(self)
+
+    def mixed(self) -> None:
+        mixed.scenario(self)
+
     def discovery(self) -> None:
         apps = self.args.apps
         d = self.path("discovery")
@@ -1135,8 +1262,8 @@ def machine_info(bins) -> dict:
         "heroku_lb_commit": commit + (" + uncommitted changes" if dirty else ""),
         "heroku_lb_built": datetime.datetime.fromtimestamp(
             os.path.getmtime(bins["heroku-lb"]), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "pinning": "proxy on CPU 1; wrk, backends, router, fake API, log reader on CPU 0 "
-        "(cores scenario: nothing pinned)"
+        "pinning": "proxy on CPU 1; wrk, backends, router, fake API, the deploy and mixed "
+        "scenarios' apps and load, log reader on CPU 0 (cores scenario: nothing pinned)"
         if (os.cpu_count() or 1) >= 2 else "none (1 CPU)",
     }
 
@@ -1191,6 +1318,13 @@ def ms(us) -> str:
 
 def ratio(a, b) -> str:
     return "–" if not a or not b else f"{a / b:.2f}×"
+
+
+def span(values: list[float], fmt: str) -> str:
+    """`low–high` of `values` printed with `fmt`, or one value when both
+    print the same."""
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}–{high}"
 
 
 def mib(kb) -> str:
@@ -1458,6 +1592,9 @@ def write_reports(bench: Bench, out_dir: str, command: str) -> None:
             lines.append("None.")
         lines.append("")
 
+    lines += deploy.report_lines(res)
+    lines += mixed.report_lines(res)
+
     problems = res.get("log_problems")
     if problems:
         lines += ["## Warning and error lines the proxies logged (first of each)", ""]
@@ -1527,7 +1664,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10, help="seconds per measured wrk run (10)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the throughput scenario (3)")
     p.add_argument("--quick", action="store_true",
-                   help="3 s runs, 1 round, 300 apps: a smoke test (explicit flags still win)")
+                   help="3 s runs, 1 round, 300 apps, 15 s mixed runs, deploy with heroku-lb and "
+                        "HAProxy only: a smoke test (explicit flags still win)")
     p.add_argument("--scenario", default="all",
                    help="comma-separated: " + ",".join(SCENARIOS) + " (default all)")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="results directory")
@@ -1537,6 +1675,8 @@ def main() -> int:
                    help="backend counts of the many scenario, beside 3 (200,1000)")
     p.add_argument("--heroku-apps", default="3,100",
                    help="app counts of the heroku scenario (3,100)")
+    p.add_argument("--mixed-seconds", type=float, default=30,
+                   help="seconds of load of each mixed run (30; --quick: 15)")
     p.add_argument("--quiet-wait", type=float, default=60,
                    help="before each run, wait up to this many seconds for other processes to "
                         "leave the CPUs idle (60)")
@@ -1556,6 +1696,8 @@ def main() -> int:
             args.rounds = 1
         if "--apps" not in given:
             args.apps = 300
+        if "--mixed-seconds" not in given:
+            args.mixed_seconds = 15
     args.warmup = 1 if args.quick else 2
     args.many = [int(n) for n in str(args.many).split(",") if n.strip()]
     args.heroku_apps = [int(n) for n in str(args.heroku_apps).split(",") if n.strip()]
@@ -1596,7 +1738,8 @@ def main() -> int:
     if float(load) > 0.5:
         log(f"note: load average is {load}: other work on this machine will add noise")
     try:
-        bench.start_backends(max(args.many) if "many" in scenarios else 0)
+        if any(s in BACKEND_SCENARIOS for s in scenarios):
+            bench.start_backends(max(args.many) if "many" in scenarios else 0)
         for s in SCENARIOS:
             if s in scenarios:
                 getattr(bench, s)()
