@@ -26,7 +26,7 @@ connection, buffered, to tell full TLS handshakes from resumed ones).
 
 CLI: `python3 bench/configs.py emit DIR` writes a sample of each into DIR and
 prints what it wrote, one `kind path [prefix]` line each (the deploy and
-mixed samples only with `--all`; see USAGE below).
+mixed samples too).
 """
 
 from __future__ import annotations
@@ -755,9 +755,8 @@ def emit(directory: str) -> list[tuple[str, str, str]]:
 
 def emit_scenarios(directory: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
     """Write samples of the deploy and mixed scenarios' configs into
-    `directory`. Returns (valid on this build, valid once the feature lands):
-    the second list holds heroku-lb's mixed config with `peak_ewma` and the
-    in-flight cap and queue, which a build without them refuses."""
+    `directory`. Returns (the scenarios' configs, heroku-lb's mixed config
+    with `peak_ewma` and the in-flight cap and queue)."""
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     app_ports = [19101, 19102, 19103]
@@ -798,29 +797,20 @@ def emit_scenarios(directory: str) -> tuple[list[tuple[str, str, str]], list[tup
     return written, pending
 
 
-USAGE = """usage: python3 bench/configs.py emit DIR [--all] [--pending]
+USAGE = """usage: python3 bench/configs.py emit DIR
 
 Writes a sample of every generated config into DIR and prints one
-`kind path [prefix]` line for each config tests/bench_configs.rs checks
-today. The deploy and mixed scenarios' samples are written too, and printed
-with --all; --pending also prints heroku-lb-mixed-queue.yaml (`peak_ewma`, the
-in-flight cap and queue), which heroku-lb refuses until it has those
-settings."""
+`kind path [prefix]` line for each (tests/bench_configs.rs checks them all)."""
 
 
 def main(argv: list[str]) -> int:
-    flags = {a for a in argv[1:] if a.startswith("--")}
-    args = [a for a in argv[1:] if not a.startswith("--")]
-    if len(args) != 2 or args[0] != "emit" or flags - {"--all", "--pending"}:
+    args = argv[1:]
+    if len(args) != 2 or args[0] != "emit":
         print(USAGE, file=sys.stderr)
         return 2
     lines = emit(args[1])
-    scenarios, pending = emit_scenarios(args[1])
-    if "--all" in flags:
-        lines += scenarios
-    if "--pending" in flags:
-        lines += pending
-    for kind, path, prefix in lines:
+    scenarios, queued = emit_scenarios(args[1])
+    for kind, path, prefix in lines + scenarios + queued:
         print(f"{kind} {path} {prefix}".rstrip())
     return 0
 

@@ -77,7 +77,8 @@ fn of_kind<'a>(emitted: &'a [Emitted], kind: &'a str) -> impl Iterator<Item = &'
 }
 
 /// Every nginx config the benchmark generates (backends, 200-port backends,
-/// proxy, the TLS router of 100 apps, the TLS proxy over 3 apps) passes `nginx -t`.
+/// proxy, the TLS router of 100 apps, the TLS proxy over 3 apps, the deploy
+/// and mixed scenarios') passes `nginx -t`.
 #[test]
 fn the_generated_nginx_configs_pass_nginx_t() {
     require("nginx");
@@ -87,8 +88,8 @@ fn the_generated_nginx_configs_pass_nginx_t() {
     let configs: Vec<&Emitted> = of_kind(&emitted, "nginx").collect();
     assert_eq!(
         configs.len(),
-        5,
-        "backends, many backends, proxy, TLS router and TLS apps proxy"
+        7,
+        "backends, many backends, proxy, TLS router, TLS apps proxy, deploy and mixed"
     );
     for config in configs {
         let prefix = config
@@ -106,8 +107,8 @@ fn the_generated_nginx_configs_pass_nginx_t() {
     }
 }
 
-/// Both HAProxy configs the benchmark generates (plain, TLS to the apps of
-/// one router) pass `haproxy -c`.
+/// Every HAProxy config the benchmark generates (plain, TLS to the apps of
+/// one router, the deploy scenario's, the mixed scenario's) passes `haproxy -c`.
 #[test]
 fn the_generated_haproxy_configs_pass_haproxy_c() {
     require("haproxy");
@@ -115,7 +116,7 @@ fn the_generated_haproxy_configs_pass_haproxy_c() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let emitted = emit(dir.path());
     let configs: Vec<&Emitted> = of_kind(&emitted, "haproxy").collect();
-    assert_eq!(configs.len(), 2, "plain and TLS apps");
+    assert_eq!(configs.len(), 4, "plain, TLS apps, deploy and mixed");
     for config in configs {
         let output = Command::new("haproxy")
             .arg("-c")
@@ -128,15 +129,20 @@ fn the_generated_haproxy_configs_pass_haproxy_c() {
 }
 
 /// Every heroku-lb config the benchmark generates (static list, pipeline,
-/// https apps with `resolve` and `ca_file`) passes `heroku-lb -t`, which
-/// loads the CA file.
+/// https apps with `resolve` and `ca_file`, the deploy and mixed scenarios',
+/// `peak_ewma` with the in-flight cap and queue) passes `heroku-lb -t`,
+/// which loads the CA file.
 #[test]
 fn the_generated_heroku_lb_configs_pass_heroku_lb_t() {
     require_openssl();
     let dir = tempfile::tempdir().expect("a temp dir");
     let emitted = emit(dir.path());
     let configs: Vec<&Emitted> = of_kind(&emitted, "heroku-lb").collect();
-    assert_eq!(configs.len(), 3, "static, pipeline and https apps");
+    assert_eq!(
+        configs.len(),
+        6,
+        "static, pipeline, https apps, deploy, mixed, mixed with the queue"
+    );
     for config in configs {
         let mut command = Command::new(env!("CARGO_BIN_EXE_heroku-lb"));
         // Only what the file says: none of the caller's heroku-lb variables.
