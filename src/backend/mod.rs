@@ -110,6 +110,8 @@ pub struct AppTarget {
     upgraded: Mutex<drain::UpgradedSet>,
     /// Latency to the first response byte, for the `peak_ewma` policy.
     pub latency: PeakEwma,
+    /// Its weight (web dynos) in the current member set, for its cap.
+    weight: AtomicUsize,
     /// Requests at this backend now (see `selection::InFlight`).
     in_flight: AtomicUsize,
     /// This target's sticky-cookie token, computed on first use (`sticky.rs`).
@@ -150,6 +152,7 @@ impl AppTarget {
             draining: AtomicBool::new(false),
             upgraded: Mutex::new(drain::UpgradedSet::default()),
             latency: PeakEwma::default(),
+            weight: AtomicUsize::new(1),
             in_flight: AtomicUsize::new(0),
             sticky_token: OnceLock::new(),
             stride_pass: AtomicU64::new(0),
@@ -229,6 +232,16 @@ impl AppTarget {
     /// Count one request sent to this target.
     pub fn count_request(&self) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Its weight in the current member set (web dynos), at least 1.
+    pub fn weight(&self) -> usize {
+        self.weight.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Record its weight in a new member set (`selection.rs`).
+    pub(crate) fn set_weight(&self, weight: usize) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// Requests at this backend now.

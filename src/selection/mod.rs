@@ -103,8 +103,11 @@ impl MemberTable {
         let entries: Vec<Member> = members
             .iter()
             .filter_map(|backend| {
+                let target = Arc::clone(AppTarget::of(backend)?);
+                // Its cap reads it on the request path without the table.
+                target.set_weight(backend.weight.max(1));
                 Some(Member {
-                    target: Arc::clone(AppTarget::of(backend)?),
+                    target,
                     weight: backend.weight.max(1),
                     backend: backend.clone(),
                 })
@@ -216,23 +219,18 @@ impl Selector {
         tried: &[u64],
         preferred: Option<&dyn Fn(&AppTarget) -> bool>,
     ) -> Option<(Arc<AppTarget>, InFlight)> {
+        let Some(per_weight) = self.max_in_flight_per_weight else {
+            let target = self.pick(tried, preferred)?;
+            return Some((Arc::clone(&target), InFlight::enter(target)));
+        };
         for _ in 0..4 {
             let target = self.pick(tried, preferred)?;
-            let cap = self.cap(self.weight_of(&target));
+            let cap = per_weight.saturating_mul(target.weight());
             if let Some(in_flight) = InFlight::try_enter(&target, cap, self.queue.clone()) {
                 return Some((target, in_flight));
             }
         }
         None
-    }
-
-    /// The weight of `target` in the current table (1 if it left).
-    fn weight_of(&self, target: &AppTarget) -> usize {
-        self.table()
-            .entries
-            .iter()
-            .find(|member| member.target.id() == target.id())
-            .map_or(1, |member| member.weight)
     }
 
     /// Record a try's latency to its first response byte (or to its
