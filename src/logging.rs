@@ -36,7 +36,6 @@
 //! says: Pingora prints whole request and response headers at those levels
 //! (`Authorization`, cookies), and secrets must never reach a log line.
 
-use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -141,10 +140,9 @@ impl BufferedStdout {
         self.wake.notify_one();
     }
 
-    /// Append one line: the timestamp when lines carry one, `line`, `\n`.
-    /// Never writes to stdout itself (but in direct mode).
-    fn append_line(&self, line: &dyn fmt::Display) {
-        use std::fmt::Write as _;
+    /// Append one line: the timestamp when lines carry one, what `write`
+    /// writes, `\n`. Never writes to stdout itself (but in direct mode).
+    fn append_line(&self, write: &dyn Fn(&mut String)) {
         let mut pending = self.lock();
         // A full buffer drops the line without formatting it.
         if !Self::room_for(&mut pending, 1) {
@@ -163,8 +161,8 @@ impl BufferedStdout {
             pending.text.push_str(&stamp.1);
             pending.text.push(' ');
         }
-        // Writing into a String cannot fail; a Display that fails leaves a partial line.
-        let _ = writeln!(pending.text, "{line}");
+        write(&mut pending.text);
+        pending.text.push('\n');
         if pending.text.len() > MAX_PENDING_BYTES {
             // The line did not fit after all.
             pending.text.truncate(before);
@@ -330,10 +328,14 @@ pub fn set_flush_interval(interval: Duration) {
 /// env_logger's record, its own buffer and its writer's lock halves what a
 /// request line costs. Before [`init`] (unit tests) the line goes through
 /// `log` as any other.
-pub fn request_line(target: &'static str, level: log::Level, line: &dyn fmt::Display) {
+pub fn request_line(target: &'static str, level: log::Level, write: &dyn Fn(&mut String)) {
     match OUTPUT.get() {
-        Some(output) => output.append_line(line),
-        None => log::log!(target: target, level, "{line}"),
+        Some(output) => output.append_line(write),
+        None => {
+            let mut line = String::new();
+            write(&mut line);
+            log::log!(target: target, level, "{line}");
+        }
     }
 }
 
@@ -377,24 +379,24 @@ mod tests {
     #[test]
     fn a_request_line_gets_the_timestamp_only_off_heroku() {
         let off = buffer(false, true);
-        off.append_line(&"at=info method=GET");
+        off.append_line(&|text: &mut String| text.push_str("at=info method=GET"));
         let text_off = text(&off);
         let (stamp, rest) = text_off.split_once(' ').expect("a timestamp");
         assert!(stamp.ends_with('Z') && stamp.len() == 20, "{text_off}");
         assert_eq!(rest, "at=info method=GET\n");
         let on = buffer(false, false);
-        on.append_line(&"at=info method=GET");
+        on.append_line(&|text: &mut String| text.push_str("at=info method=GET"));
         assert_eq!(text(&on), "at=info method=GET\n");
     }
 
     #[test]
     fn request_lines_wait_in_order_and_nothing_on_the_request_path_writes() {
         let output = buffer(false, false);
-        output.append_line(&"first");
-        output.append_line(&"second");
+        output.append_line(&|text: &mut String| text.push_str("first"));
+        output.append_line(&|text: &mut String| text.push_str("second"));
         assert_eq!(text(&output), "first\nsecond\n");
         // Past the wake-up size nothing is written here: that is the writer's job.
-        output.append_line(&"x".repeat(FLUSH_BYTES));
+        output.append_line(&|text: &mut String| text.push_str(&"x".repeat(FLUSH_BYTES)));
         assert!(text(&output).starts_with("first\nsecond\nxxx"));
         // An urgent line too only wakes the writer.
         output.append_now(b"level=warn something\n");
@@ -409,7 +411,7 @@ mod tests {
         let fits = MAX_PENDING_BYTES / 1000;
         let before = dropped_total();
         for _ in 0..fits + 7 {
-            output.append_line(&line);
+            output.append_line(&|text: &mut String| text.push_str(&line));
         }
         // 1,048,000 bytes are kept; 600 more do not fit in 1 MiB.
         output.append_now("w".repeat(600).as_bytes());
@@ -423,7 +425,7 @@ mod tests {
     #[test]
     fn in_direct_mode_nothing_stays_pending() {
         let direct = buffer(true, false);
-        direct.append_line(&"request");
+        direct.append_line(&|text: &mut String| text.push_str("request"));
         direct.append_now(b"level=warn something\n");
         assert!(text(&direct).is_empty());
     }
@@ -433,7 +435,7 @@ mod tests {
         let output = Arc::new(buffer(false, false));
         let writer = Arc::clone(&output);
         std::thread::spawn(move || writer.write_forever());
-        output.append_line(&"written by the writer thread");
+        output.append_line(&|text: &mut String| text.push_str("written by the writer thread"));
         output.flush(Duration::from_secs(5));
         let pending = output.lock();
         assert!(pending.text.is_empty() && !pending.writing);

@@ -26,8 +26,12 @@
 //! does, so the client is the first hop nobody trusted. `X-Request-Id` is
 //! `hop_headers.rs`.
 
-use super::hop_headers::forwarded_for;
+use super::hop_headers::{
+    forwarded_for, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PROTO,
+};
 pub use crate::values::IpCidr;
+use http::header::{AsHeaderName, HeaderName, HOST};
+use http::{HeaderMap, HeaderValue};
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -86,16 +90,21 @@ impl TrustedHops {
 
 /// The TCP peer of a connection, looked up once per connection and carried
 /// across its keep-alive requests (each lookup is a `getpeername` call).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct ConnectionPeer {
     text: Arc<str>,
+    /// `text` as the `X-Forwarded-For` an untrusted client's requests get.
+    header: HeaderValue,
     hop: Hop,
 }
 
 impl ConnectionPeer {
     pub(super) fn new(ip: IpAddr, hops: &TrustedHops) -> Self {
+        let text = ip.to_canonical().to_string();
         ConnectionPeer {
-            text: Arc::from(ip.to_canonical().to_string()),
+            header: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            text: Arc::from(text),
             hop: hops.hop(ip),
         }
     }
@@ -116,9 +125,10 @@ pub(super) struct ClientView {
     /// The scheme the client used: `https` only when a trusted hop says so.
     pub scheme: &'static str,
     /// The host the client asked for, port kept: a trusted proxy's
-    /// `X-Forwarded-Host`, else the request's `Host`.
-    pub host: Option<String>,
-    peer: Option<Arc<str>>,
+    /// `X-Forwarded-Host`, else the request's `Host` (kept as the header
+    /// value it came in, so `X-Forwarded-Host` reuses it without a copy).
+    host: Option<HeaderValue>,
+    peer: Option<ConnectionPeer>,
 }
 
 impl ClientView {
@@ -128,17 +138,19 @@ impl ClientView {
         hops: &TrustedHops,
     ) -> ClientView {
         let hop = peer.map_or(Hop::Client, |peer| peer.hop);
-        let peer = peer.map(|peer| Arc::clone(&peer.text));
+        let peer_text = peer.map(|peer| Arc::clone(&peer.text));
+        let peer = peer.cloned();
         let own_host = || {
-            first_entry(request, "host")
-                .map(str::to_string)
-                .or_else(|| request.uri.authority().map(|a| a.as_str().to_string()))
+            first_value(request, &HOST).or_else(|| {
+                let authority = request.uri.authority()?;
+                HeaderValue::from_str(authority.as_str()).ok()
+            })
         };
         if hop == Hop::Client {
             return ClientView {
                 trusted: false,
                 host_trusted: false,
-                client: peer.clone(),
+                client: peer_text,
                 scheme: "http",
                 host: own_host(),
                 peer,
@@ -146,7 +158,7 @@ impl ClientView {
         }
         let entries: Vec<&str> = request
             .headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|list| list.split(','))
@@ -168,19 +180,24 @@ impl ClientView {
             .find(|entry| !is_proxy(entry))
             .or(entries.first())
             .map(|entry| Arc::from(*entry));
-        let https = first_entry(request, "x-forwarded-proto")
+        let https = first_entry(request, X_FORWARDED_PROTO)
             .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
         let forwarded_host = host_trusted
-            .then(|| first_entry(request, "x-forwarded-host"))
+            .then(|| first_value(request, &X_FORWARDED_HOST))
             .flatten();
         ClientView {
             trusted: true,
             host_trusted,
-            client: client.or_else(|| peer.clone()),
+            client: client.or(peer_text),
             scheme: if https { "https" } else { "http" },
-            host: forwarded_host.map(str::to_string).or_else(own_host),
+            host: forwarded_host.or_else(own_host),
             peer,
         }
+    }
+
+    /// The host the client asked for (see the field).
+    pub(super) fn host(&self) -> Option<&str> {
+        self.host.as_ref().and_then(|host| host.to_str().ok())
     }
 
     /// The client's IP address, when `client` is one (an `X-Forwarded-For`
@@ -194,41 +211,69 @@ impl ClientView {
     /// where missing, everything else is replaced by what we saw.
     pub(super) fn set_headers(
         &self,
-        incoming: &RequestHeader,
-        upstream: &mut RequestHeader,
-        listen_port: &http::HeaderValue,
+        incoming: &HeaderMap,
+        upstream: &mut HeaderMap,
+        listen_port: &HeaderValue,
     ) -> pingora::Result<()> {
         let forwarded = if self.trusted {
             forwarded_for(
-                incoming.headers.get_all("x-forwarded-for").iter(),
-                self.peer.as_deref(),
+                incoming.get_all(X_FORWARDED_FOR).iter(),
+                self.peer.as_ref().map(|peer| &*peer.text),
             )
+            .map(header_value)
+            .transpose()?
         } else {
-            self.peer.as_deref().map(str::to_string)
+            self.peer.as_ref().map(|peer| peer.header.clone())
         };
         match forwarded {
-            Some(value) => upstream.insert_header("X-Forwarded-For", value)?,
+            Some(value) => {
+                upstream.insert(X_FORWARDED_FOR, value);
+            }
             None => {
-                upstream.remove_header("x-forwarded-for");
+                upstream.remove(X_FORWARDED_FOR);
             }
         }
-        let keep = |name: &str| self.trusted && incoming.headers.contains_key(name);
-        if !keep("x-forwarded-proto") {
-            upstream.insert_header("X-Forwarded-Proto", http::HeaderValue::from_static("http"))?;
+        if !(self.trusted && incoming.contains_key(X_FORWARDED_PROTO)) {
+            upstream.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         }
-        if !keep("x-forwarded-port") {
-            upstream.insert_header("X-Forwarded-Port", listen_port.clone())?;
+        if !(self.trusted && incoming.contains_key(X_FORWARDED_PORT)) {
+            upstream.insert(X_FORWARDED_PORT, listen_port.clone());
         }
-        if !(self.host_trusted && incoming.headers.contains_key("x-forwarded-host")) {
+        if !(self.host_trusted && incoming.contains_key(X_FORWARDED_HOST)) {
             match &self.host {
-                Some(host) => upstream.insert_header("X-Forwarded-Host", host.as_str())?,
+                Some(host) => {
+                    upstream.insert(X_FORWARDED_HOST, host.clone());
+                }
                 None => {
-                    upstream.remove_header("x-forwarded-host");
+                    upstream.remove(X_FORWARDED_HOST);
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A header value we built from the request's own (visible ASCII) text.
+fn header_value(text: String) -> pingora::Result<HeaderValue> {
+    HeaderValue::try_from(text).map_err(|_| {
+        pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "a forwarded header value with a byte a header cannot carry",
+        )
+    })
+}
+
+/// [`first_entry`] as a header value: the value itself when it is that one
+/// entry (no copy, the usual case), else a copy of the entry.
+fn first_value(request: &RequestHeader, name: &HeaderName) -> Option<HeaderValue> {
+    let value = request.headers.get(name)?;
+    let whole = value.as_bytes();
+    let single =
+        !whole.is_empty() && !whole.contains(&b',') && whole.iter().all(u8::is_ascii_graphic);
+    if single {
+        return Some(value.clone());
+    }
+    HeaderValue::from_str(first_entry(request, name)?).ok()
 }
 
 /// The IP address of an `X-Forwarded-For` entry: `203.0.113.7`,
@@ -248,7 +293,7 @@ fn entry_ip(entry: &str) -> Option<IpAddr> {
 /// The first comma-separated entry of the first `name` header, trimmed, if
 /// it is visible ASCII and not empty (proxies that append put the original
 /// client's value first).
-fn first_entry<'a>(request: &'a RequestHeader, name: &str) -> Option<&'a str> {
+fn first_entry(request: &RequestHeader, name: impl AsHeaderName) -> Option<&str> {
     let value = request.headers.get(name)?.to_str().ok()?;
     let first = value.split(',').next()?.trim();
     (!first.is_empty()).then_some(first)
@@ -340,7 +385,7 @@ mod tests {
         assert!(seen.trusted);
         assert_eq!(seen.client.as_deref(), Some("203.0.113.7"));
         assert_eq!(seen.scheme, "https");
-        assert_eq!(seen.host.as_deref(), Some("shop.example.com"));
+        assert_eq!(seen.host(), Some("shop.example.com"));
 
         // Several lines: the last entry of the last line.
         let lines = [
@@ -355,7 +400,7 @@ mod tests {
         let bare = view(&[("Host", "lb.example.com:8443")], "10.0.0.2", &hops);
         assert_eq!(bare.client.as_deref(), Some("10.0.0.2"));
         assert_eq!(bare.scheme, "http");
-        assert_eq!(bare.host.as_deref(), Some("lb.example.com:8443"));
+        assert_eq!(bare.host(), Some("lb.example.com:8443"));
     }
 
     #[test]
@@ -364,23 +409,23 @@ mod tests {
         assert!(!seen.trusted);
         assert_eq!(seen.client.as_deref(), Some("127.0.0.1"));
         assert_eq!(seen.scheme, "http");
-        assert_eq!(seen.host.as_deref(), Some("lb.example.com"));
+        assert_eq!(seen.host(), Some("lb.example.com"));
     }
 
     #[test]
     fn untrusted_forwarded_headers_are_replaced_and_trusted_ones_kept() {
         let incoming = request(&ROUTER_HEADERS);
         let untrusted = view(&ROUTER_HEADERS, "127.0.0.1", &TrustedHops::default());
-        let mut upstream = incoming.clone();
+        let mut upstream = incoming.headers.clone();
         untrusted
             .set_headers(
-                &incoming,
+                &incoming.headers,
                 &mut upstream,
-                &http::HeaderValue::from_static("8080"),
+                &HeaderValue::from_static("8080"),
             )
             .expect("valid headers");
-        let get = |request: &RequestHeader, name: &str| {
-            let values: Vec<_> = request.headers.get_all(name).iter().cloned().collect();
+        let get = |headers: &HeaderMap, name: &str| {
+            let values: Vec<_> = headers.get_all(name).iter().cloned().collect();
             assert_eq!(values.len(), 1, "{name}: {values:?}");
             values[0].to_str().map(str::to_string).expect("ASCII")
         };
@@ -390,11 +435,11 @@ mod tests {
         assert_eq!(get(&upstream, "x-forwarded-host"), "lb.example.com");
 
         let set = |view: &ClientView| {
-            let mut upstream = incoming.clone();
+            let mut upstream = incoming.headers.clone();
             view.set_headers(
-                &incoming,
+                &incoming.headers,
                 &mut upstream,
-                &http::HeaderValue::from_static("8080"),
+                &HeaderValue::from_static("8080"),
             )
             .expect("valid headers");
             upstream
@@ -437,7 +482,7 @@ mod tests {
         ];
         let seen = view(&cdn, "10.1.2.3", &hops);
         assert!(seen.host_trusted);
-        assert_eq!(seen.host.as_deref(), Some("www.shop.example"));
+        assert_eq!(seen.host(), Some("www.shop.example"));
         assert_eq!(seen.client.as_deref(), Some("203.0.113.7"));
         assert_eq!(seen.client_ip(), Some(ip("203.0.113.7")));
         // The same headers from a client the router names directly.
@@ -448,7 +493,7 @@ mod tests {
         ];
         let seen = view(&direct, "10.1.2.3", &hops);
         assert!(!seen.host_trusted);
-        assert_eq!(seen.host.as_deref(), Some("lb.example.com"));
+        assert_eq!(seen.host(), Some("lb.example.com"));
         assert_eq!(seen.client.as_deref(), Some("203.0.113.7"));
     }
 

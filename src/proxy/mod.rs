@@ -44,7 +44,7 @@ use access_log::{AccessRecord, LineCode};
 use async_trait::async_trait;
 use failures::{describe, error_status, line_code};
 use forwarded::{ClientView, ConnectionPeer};
-use hop_headers::{valid_request_id, RequestIds};
+use hop_headers::{edit_headers, valid_request_id, RequestIds, X_REQUEST_ID};
 use log::{debug, log_enabled, warn, Level};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -72,6 +72,10 @@ fn quick_refusal_label(status: u16) -> &'static str {
 /// Set in a peer's `group_key` to force a new connection (see `fresh_retry`);
 /// target ids never reach this bit.
 const FRESH_CONNECTION_GROUP: u64 = 1 << 63;
+
+/// The header that makes a non-idempotent request safe to retry.
+const IDEMPOTENCY_KEY: http::header::HeaderName =
+    http::header::HeaderName::from_static("idempotency-key");
 
 /// heroku-lb's proxy.
 pub struct AppProxy {
@@ -111,7 +115,7 @@ pub struct RequestCtx {
     /// The sticky token the client sent, if well formed.
     client_token: Option<String>,
     /// The request id sent upstream, fixed on the first try.
-    request_id: Option<String>,
+    request_id: Option<http::HeaderValue>,
     /// When the current try's backend was chosen.
     try_started: Option<Instant>,
     /// The status the backend answered, if it answered (101 included: an
@@ -155,6 +159,16 @@ pub struct RequestCtx {
     peer: Option<ConnectionPeer>,
     /// The client as this request describes it (set on first use).
     client_view: Option<ClientView>,
+}
+
+impl RequestCtx {
+    /// The request id for log lines ("-" before it is fixed).
+    fn request_id(&self) -> &str {
+        self.request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("-")
+    }
 }
 
 /// What one request leaves for the next on the same keep-alive connection.
@@ -227,8 +241,7 @@ impl AppProxy {
             return false;
         }
         let request = session.req_header();
-        let idempotent =
-            request.method.is_safe() || request.headers.contains_key("idempotency-key");
+        let idempotent = request.method.is_safe() || request.headers.contains_key(IDEMPOTENCY_KEY);
         if !idempotent
             || session.as_ref().retry_buffer_truncated()
             || ctx.tried.len() > self.upstream.connect_retries
@@ -346,21 +359,26 @@ impl ProxyHttp for AppProxy {
         let incoming = session
             .req_header()
             .headers
-            .get("x-request-id")
-            .and_then(|value| value.to_str().ok())
-            .filter(|id| valid_request_id(id));
+            .get(X_REQUEST_ID)
+            .filter(|id| id.to_str().is_ok_and(valid_request_id));
         ctx.request_id = Some(match incoming {
-            Some(id) => id.to_string(),
+            Some(id) => id.clone(),
             None => self.request_ids.next(),
         });
         if let Some(sticky) = &self.sticky {
-            ctx.client_token = sticky.find(session.req_header().headers.get_all("cookie").iter());
+            ctx.client_token = sticky.find(
+                session
+                    .req_header()
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter(),
+            );
         }
         let raw_head = || session.as_ref().to_h1_raw();
         if let Some((code, why)) = request_limits::refusal(session.req_header(), raw_head) {
             warn!(
                 "refused request_id={} status={code} reason=\"{why}\"",
-                ctx.request_id.as_deref().unwrap_or("-")
+                ctx.request_id()
             );
             ctx.refused_request = true;
             // The framing may not be trusted: answer, then close.
@@ -369,7 +387,9 @@ impl ProxyHttp for AppProxy {
             return Ok(true);
         }
         if request_limits::stray_upgrade(session.req_header()) {
-            session.req_header_mut().remove_header("upgrade");
+            session
+                .req_header_mut()
+                .remove_header(&http::header::UPGRADE);
         }
         if let Some(webhooks) = &self.webhooks {
             if webhooks.owns(session.req_header().uri.path()) {
@@ -426,7 +446,7 @@ impl ProxyHttp for AppProxy {
         }
         debug!(
             "request_id={} try={} app={} url={} addr={}",
-            ctx.request_id.as_deref().unwrap_or("-"),
+            ctx.request_id(),
             ctx.tried.len(),
             target.name(),
             target.url(),
@@ -454,19 +474,22 @@ impl ProxyHttp for AppProxy {
         let Some(target) = ctx.target.as_ref() else {
             return Err(Error::explain(ErrorType::InternalError, "no target chosen"));
         };
-        upstream_request.insert_header("Host", target.host_value().clone())?;
-        if let Some(sticky) = &self.sticky {
-            strip_sticky_cookie(sticky, upstream_request)?;
-        }
-        self.client_view(session, ctx).set_headers(
-            session.req_header(),
-            upstream_request,
-            &self.listen_port,
-        )?;
-        if let Some(id) = &ctx.request_id {
-            upstream_request.insert_header("X-Request-Id", id.as_str())?;
-        }
-        Ok(())
+        let host = target.host_value().clone();
+        self.client_view(session, ctx);
+        let Some(client) = &ctx.client_view else {
+            return Err(Error::explain(ErrorType::InternalError, "no client view"));
+        };
+        edit_headers(upstream_request, |headers| {
+            headers.insert(http::header::HOST, host);
+            if let Some(sticky) = &self.sticky {
+                strip_sticky_cookie(sticky, headers);
+            }
+            client.set_headers(&session.req_header().headers, headers, &self.listen_port)?;
+            if let Some(id) = &ctx.request_id {
+                headers.insert(X_REQUEST_ID, id.clone());
+            }
+            Ok(())
+        })
     }
 
     async fn upstream_response_filter(
@@ -530,7 +553,7 @@ impl ProxyHttp for AppProxy {
             return Ok(());
         };
         if self.rewrite_redirects {
-            redirects::Rewrite::new(target.url(), client.scheme, client.host.as_deref())
+            redirects::Rewrite::new(target.url(), client.scheme, client.host())
                 .response(response)?;
         }
         let Some(sticky) = &self.sticky else {
@@ -715,7 +738,7 @@ impl ProxyHttp for AppProxy {
     /// Host, never the query string (it may carry tokens).
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
         let request = session.req_header();
-        let host = header_str(request, "host").unwrap_or("-");
+        let host = header_str(request, http::header::HOST).unwrap_or("-");
         format!("{} {}, Host: {host}", request.method, request.uri.path())
     }
 
@@ -802,7 +825,7 @@ impl ProxyHttp for AppProxy {
         let protocol = view.scheme;
         let fwd = fwd.as_deref().unwrap_or("");
         let request = session.req_header();
-        let host = header_str(request, "host").unwrap_or("");
+        let host = header_str(request, http::header::HOST).unwrap_or("");
         let detail = e.map(|e| describe(e, ctx.last_failure));
         let record = AccessRecord {
             code,
@@ -810,7 +833,7 @@ impl ProxyHttp for AppProxy {
             method: request.method.as_str(),
             path: request.uri.path(),
             host,
-            request_id: ctx.request_id.as_deref(),
+            request_id: ctx.request_id.as_ref().and_then(|id| id.to_str().ok()),
             fwd,
             dyno: self.dyno.as_deref(),
             connect_ms: ctx.connect_ms,
@@ -821,7 +844,7 @@ impl ProxyHttp for AppProxy {
             backend: ctx.target.as_ref().map(|target| target.url_text()),
             app: ctx.target.as_ref().map(|target| target.name()),
         };
-        crate::logging::request_line(access_log::TARGET, level, &record);
+        crate::logging::request_line(access_log::TARGET, level, &|line| record.write(line));
     }
 
     async fn fail_to_proxy(
@@ -863,8 +886,8 @@ impl ProxyHttp for AppProxy {
 /// Remove our sticky cookie from the request's `Cookie` headers, on bytes:
 /// headers without it are left exactly as they came, and the app's cookies
 /// in a header with it keep their bytes and order.
-fn strip_sticky_cookie(sticky: &StickyCookie, request: &mut RequestHeader) -> Result<()> {
-    let cookies = request.headers.get_all("cookie");
+fn strip_sticky_cookie(sticky: &StickyCookie, headers: &mut http::HeaderMap) {
+    let cookies = headers.get_all(http::header::COOKIE);
     let mut rewritten = None;
     for (index, value) in cookies.iter().enumerate() {
         if let Some(rest) = sticky.strip(value.as_bytes()) {
@@ -872,7 +895,7 @@ fn strip_sticky_cookie(sticky: &StickyCookie, request: &mut RequestHeader) -> Re
         }
     }
     let Some(rewritten) = rewritten else {
-        return Ok(());
+        return;
     };
     let mut kept = Vec::new();
     for (index, value) in cookies.iter().enumerate() {
@@ -886,11 +909,10 @@ fn strip_sticky_cookie(sticky: &StickyCookie, request: &mut RequestHeader) -> Re
             }
         }
     }
-    request.remove_header("cookie");
+    headers.remove(http::header::COOKIE);
     for value in kept {
-        request.append_header("Cookie", value)?;
+        headers.append(http::header::COOKIE, value);
     }
-    Ok(())
 }
 
 /// 503 with `Retry-After: 1`, for a request the admission queue turned away.
@@ -923,7 +945,7 @@ fn status_label(status: u16) -> &'static str {
 }
 
 /// A request header's value as text, if it is present and visible ASCII.
-fn header_str<'a>(request: &'a RequestHeader, name: &str) -> Option<&'a str> {
+fn header_str(request: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
     request
         .headers
         .get(name)

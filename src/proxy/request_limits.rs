@@ -13,6 +13,7 @@
 //! the answer (RFC 9112 §6.3), which is safe but hides the conflict from
 //! filters: we look at the raw head to refuse it outright.
 
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
 use pingora::http::RequestHeader;
 
 /// Heroku's router: request line and each header line at most 8 KiB.
@@ -45,8 +46,8 @@ pub fn refusal(
     if head > MAX_REQUEST_HEAD {
         return Some((431, "request head larger than 64 KiB"));
     }
-    if request.headers.contains_key("transfer-encoding")
-        && (request.headers.contains_key("content-length") || has_content_length(&raw()))
+    if request.headers.contains_key(TRANSFER_ENCODING)
+        && (request.headers.contains_key(CONTENT_LENGTH) || has_content_length(&raw()))
     {
         return Some((400, "both Content-Length and Transfer-Encoding"));
     }
@@ -73,8 +74,8 @@ pub fn response_refusal(response: &pingora::http::ResponseHeader) -> Option<&'st
 /// `Connection` header naming `upgrade` (RFC 9110 §7.8). Pingora treats
 /// `Upgrade` alone as a WebSocket handshake, so a stray one is removed.
 pub fn stray_upgrade(request: &RequestHeader) -> bool {
-    request.headers.contains_key("upgrade")
-        && !request.headers.get_all("connection").iter().any(|value| {
+    request.headers.contains_key(UPGRADE)
+        && !request.headers.get_all(CONNECTION).iter().any(|value| {
             value
                 .to_str()
                 .unwrap_or("")
