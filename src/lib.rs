@@ -39,10 +39,11 @@
 //! - [`time`]: RFC 3339 timestamps for status and request lines, and a monotonic clock;
 //!   [`base64`]: decoding for Basic auth and webhook signatures.
 //! - [`values`]: the value types configuration parses (backend URL, policy, cookie name,
-//!   IP range), below everything.
+//!   IP range), below everything; [`allocator`]: no huge pages for an idle dyno.
 //!
 //! `main.rs` only wires these into a Pingora `Server`.
 
+pub mod allocator;
 pub mod backend;
 pub mod base64;
 pub mod cli;

@@ -36,6 +36,7 @@ use std::time::Duration;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    let no_huge_pages = heroku_lb::allocator::no_huge_pages();
     let args: Vec<String> = std::env::args().collect();
     if let Some(text) = cli::info_requested(&args) {
         cli::print(&text);
@@ -54,6 +55,7 @@ fn main() {
     for warning in &settings.warnings {
         warn!("{warning}");
     }
+    log::debug!("transparent huge pages turned off: {no_huge_pages}");
     // The file is already read; Pingora gets the parsed conf, not the path.
     opt.conf = None;
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
