@@ -663,6 +663,8 @@ class Bench:
             if kind.endswith("sticky"):
                 extra["LB_STICKY_COOKIE"] = "heroku_lb"
                 extra["LB_STICKY_SECRET"] = "bench-secret"
+            if kind.endswith("mimalloc defaults"):
+                extra.update(MIMALLOC_DEFAULTS)
             conf = os.path.join(d, "heroku-lb.yaml")
             with open(conf, "w") as f:
                 if apps:
@@ -907,9 +909,11 @@ class Bench:
                "heroku-lb sticky", "bare Pingora", "bare Pingora glibc", "nginx", "HAProxy"]
     # The many-backends and heroku scenarios: the default heroku-lb and the peers.
     PEERS = ["heroku-lb", "bare Pingora", "bare Pingora glibc", "nginx", "HAProxy"]
-    # The heroku scenario: the peers, and heroku-lb without request lines.
-    HEROKU_PROXIES = ["heroku-lb", "heroku-lb RUST_LOG=warn", "bare Pingora", "bare Pingora glibc",
-                      "nginx", "HAProxy"]
+    # The heroku scenario: the peers, heroku-lb without request lines, and
+    # heroku-lb with mimalloc's own defaults (what src/allocator.rs changes
+    # for idle memory, measured against the request path).
+    HEROKU_PROXIES = ["heroku-lb", "heroku-lb RUST_LOG=warn", "heroku-lb mimalloc defaults",
+                      "bare Pingora", "bare Pingora glibc", "nginx", "HAProxy"]
     # The cores scenario.
     CORES_PROXIES = ["heroku-lb", "bare Pingora"]
 
@@ -968,34 +972,39 @@ class Bench:
         """heroku-lb's idle memory per app: VmRSS with 1,000 apps minus with
         3, each app a distinct hostname (pinned to 127.0.0.1, on the 3 backend
         ports in turn), after every app passed its first check and one more
-        round of checks; no traffic."""
-        idle = {}
-        for n in (3, 1000):
-            d = self.path(f"heroku-lb_idle_{n}")
-            port = free_ports(1)[0]
-            hosts = [f"app-{i}.idle.test" for i in range(n)]
-            conf = os.path.join(d, "heroku-lb.yaml")
-            with open(conf, "w") as f:
-                f.write(configs.heroku_lb_conf(
-                    d, port, [f"http://{h}:{self.ports_main[i % 3]}" for i, h in enumerate(hosts)],
-                    resolve={h: "127.0.0.1" for h in hosts}))
-            proc = Proc(f"heroku-lb idle {n} apps", [self.bins["heroku-lb"], "-c", conf],
-                        cpu=self.proxy_cpu, env=self.clean_env(RUST_LOG="warn"),
-                        log_path=os.path.join(d, "log"))
-            try:
-                def healthy():
-                    code, body = http_get(f"http://127.0.0.1:{port}/_lb/status")
-                    return code == 200 and json.loads(body).get("backends_healthy") == n
-                wait_until(f"{n} idle apps to pass their first check", healthy, 60, proc)
-                time.sleep(6)  # one more round of checks (every 5 s)
-                idle[n] = status_kb(proc.pid, "VmRSS")
-            finally:
-                proc.stop()
-        per_app = (idle[1000] - idle[3]) / 997
-        log(f"  rss        heroku-lb idle: {idle[3]} kB with 3 apps, {idle[1000]} kB with 1000: "
-            f"{per_app:.1f} KiB per app")
-        self.results["idle_rss"] = {"apps_3_kb": idle[3], "apps_1000_kb": idle[1000],
-                                    "per_app_kib": per_app}
+        round of checks; no traffic. As shipped, and with mimalloc's own
+        defaults (src/allocator.rs)."""
+        self.results["idle_rss"] = {}
+        for label, extra in (("shipped", {}), ("mimalloc defaults", MIMALLOC_DEFAULTS)):
+            idle = {}
+            for n in (3, 1000):
+                d = self.path(f"heroku-lb_idle_{n}_{label.replace(' ', '_')}")
+                port = free_ports(1)[0]
+                hosts = [f"app-{i}.idle.test" for i in range(n)]
+                conf = os.path.join(d, "heroku-lb.yaml")
+                with open(conf, "w") as f:
+                    f.write(configs.heroku_lb_conf(
+                        d, port,
+                        [f"http://{h}:{self.ports_main[i % 3]}" for i, h in enumerate(hosts)],
+                        resolve={h: "127.0.0.1" for h in hosts}))
+                proc = Proc(f"heroku-lb idle {n} apps ({label})",
+                            [self.bins["heroku-lb"], "-c", conf], cpu=self.proxy_cpu,
+                            env=self.clean_env(RUST_LOG="warn", **extra),
+                            log_path=os.path.join(d, "log"))
+                try:
+                    def healthy():
+                        code, body = http_get(f"http://127.0.0.1:{port}/_lb/status")
+                        return code == 200 and json.loads(body).get("backends_healthy") == n
+                    wait_until(f"{n} idle apps to pass their first check", healthy, 60, proc)
+                    time.sleep(6)  # one more round of checks (every 5 s)
+                    idle[n] = status_kb(proc.pid, "VmRSS")
+                finally:
+                    proc.stop()
+            per_app = (idle[1000] - idle[3]) / 997
+            log(f"  rss        heroku-lb idle ({label}): {idle[3]} kB with 3 apps, {idle[1000]} kB "
+                f"with 1000: {per_app:.1f} KiB per app")
+            self.results["idle_rss"][label] = {"apps_3_kb": idle[3], "apps_1000_kb": idle[1000],
+                                               "per_app_kib": per_app}
 
     def many(self) -> None:
         counts = [3] + self.args.many
@@ -1433,10 +1442,18 @@ def write_reports(bench: Bench, out_dir: str, command: str) -> None:
         lines += ["", "For nginx, the worker process's VmHWM; for the others, the process's.", ""]
     idle = bench.results.get("idle_rss")
     if idle:
-        lines += [f"heroku-lb idle, no traffic, after every app's first health checks: "
-                  f"VmRSS {mib(idle['apps_3_kb'])} with 3 apps, {mib(idle['apps_1000_kb'])} with "
-                  f"1,000 (each a distinct hostname): **{idle['per_app_kib']:.1f} KiB per app**.",
-                  ""]
+        # Older results hold one measurement (as shipped then).
+        idle = idle if "shipped" in idle else {"shipped": idle}
+        lines += ["heroku-lb idle, no traffic, after every app's first health checks, each app a "
+                  "distinct hostname:", "",
+                  "| heroku-lb | VmRSS, 3 apps | VmRSS, 1,000 apps | per app |",
+                  "|---|---:|---:|---:|"]
+        for label, v in idle.items():
+            lines.append(f"| {label} | {mib(v['apps_3_kb'])} | {mib(v['apps_1000_kb'])} | "
+                         f"**{v['per_app_kib']:.1f} KiB** |")
+        lines += ["", "_mimalloc defaults_: `MIMALLOC_ALLOW_THP=1`, transparent huge pages allowed "
+                  "as before src/allocator.rs turned them off; the Heroku scenario has the same "
+                  "row, for what it costs a request.", ""]
 
     many = summarize(runs, "many", key=lambda r: (r["proxy"], r.get("backends")))
     if many:
@@ -1611,6 +1628,10 @@ def write_reports(bench: Bench, out_dir: str, command: str) -> None:
             f.write(svg_chart(chart_rows, m, bench.args.connections))
 
 
+# mimalloc's own defaults, which src/allocator.rs changes when these are unset.
+MIMALLOC_DEFAULTS = {"MIMALLOC_ALLOW_THP": "1"}
+
+
 def svg_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -1623,6 +1644,7 @@ def svg_chart(rows: list[tuple[str, float, float]], machine: dict, connections: 
     height = top + len(rows) * (bar_h + gap) + 40
     colors = {"heroku-lb": "#6762a6", "heroku-lb RUST_LOG=warn": "#9d98d6",
               "heroku-lb least_connections": "#4f4a8c", "heroku-lb sticky": "#b8b4e8",
+              "heroku-lb mimalloc defaults": "#8a86b8",
               "bare Pingora": "#f38020", "bare Pingora glibc": "#f8b878", "nginx": "#009639",
               "HAProxy": "#1f77b4"}
     out = [
