@@ -117,6 +117,8 @@ def measure(kind: str, binary: str, ports: list[int], work: str, seconds: float,
         argv = [binary, "-c", conf]
     else:
         env.update(PORT=str(port), BARE_POOL_SIZE=str(pool))
+        if kind.endswith("with timeouts"):
+            env["BARE_TIMEOUTS"] = "1"
         if router:
             env.update(BARE_APPS=",".join(router["hosts"]),
                        BARE_ROUTER=f"127.0.0.1:{router['port']}", BARE_CA_FILE=router["ca"])
@@ -187,6 +189,70 @@ def start_router(work: str, apps: int) -> tuple[subprocess.Popen, dict]:
     return proc, {"port": tls_port, "ca": certs["ca"], "hosts": hosts}
 
 
+def heroku_shape(counts: list[int], binaries: dict, work: str, seconds: float,
+                 connections: int, top: int) -> list[dict]:
+    """The Heroku shape at each app count: prints as it goes and returns, per
+    count, instructions per request of each binary and of heroku-lb's health
+    checks (run.py's `instructions` scenario stores them)."""
+    results = []
+    for apps in counts:
+        router, shape = start_router(os.path.join(work, f"apps-{apps}"), apps)
+        try:
+            per_request = {}
+            checks = {}
+            for kind, path in binaries.items():
+                requests, costs, health = measure(kind, path, [], work, seconds,
+                                                  connections, shape)
+                per_request[kind] = {name: cost / requests for name, cost in costs.items()}
+                checks[kind] = health / requests
+                print(f"{apps:4d} apps  {kind:<24} {requests:6d} requests  "
+                      f"{sum(per_request[kind].values()):9.0f} instructions/request"
+                      + (f" (health checks {checks[kind]:.0f} of them, "
+                         f"{health / seconds / 1e6:.1f} M/s)" if health else ""),
+                      flush=True)
+            report(per_request, top, f"{apps} apps (TLS router): ")
+            totals = {k: sum(v.values()) for k, v in per_request.items()}
+            results.append({"apps": apps, "per_request": totals,
+                            "health_checks": checks["heroku-lb"],
+                            "health_checks_quiet": checks["heroku-lb RUST_LOG=warn"]})
+            print()
+        finally:
+            os.killpg(router.pid, signal.SIGTERM)
+    print("; ".join(ratio_line(r) for r in results))
+    for r in results:
+        t = r["per_request"]
+        if "bare Pingora with timeouts" in t:
+            print(f"{r['apps']} apps: heroku-lb / bare Pingora with heroku-lb's timeouts "
+                  f"{t['heroku-lb'] / t['bare Pingora with timeouts']:.2f}x; the timeouts cost "
+                  f"bare Pingora {t['bare Pingora with timeouts'] - t['bare Pingora']:,.0f} "
+                  "instructions a request")
+    return results
+
+
+def ratio_line(r: dict) -> str:
+    """`3 apps: heroku-lb / bare Pingora 1.20x (...)` for one count."""
+    t = r["per_request"]
+    bare = t["bare Pingora"]
+    return (f"{r['apps']} apps: heroku-lb / bare Pingora {t['heroku-lb'] / bare:.2f}x "
+            f"(RUST_LOG=warn {t['heroku-lb RUST_LOG=warn'] / bare:.2f}x, without health checks "
+            f"{(t['heroku-lb'] - r['health_checks']) / bare:.2f}x)")
+
+
+def binaries_in(target: str) -> dict:
+    """heroku-lb as shipped (RUST_LOG unset: a request line per request, to a
+    file here), without request lines, and the floor."""
+    binaries = {
+        "heroku-lb": os.path.join(target, "release", "heroku-lb"),
+        "heroku-lb RUST_LOG=warn": os.path.join(target, "release", "heroku-lb"),
+        "bare Pingora": os.path.join(target, "release", "examples", "bare_pingora_mimalloc"),
+    }
+    for path in binaries.values():
+        if not os.path.exists(path):
+            run.die(f"{path} is missing: cargo build --release --bin heroku-lb "
+                    "--example bare_pingora_mimalloc")
+    return binaries
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", type=int, default=3)
@@ -195,50 +261,17 @@ def main() -> int:
     p.add_argument("--top", type=int, default=20, help="functions to list (20)")
     p.add_argument("--heroku-apps", default=None,
                    help="comma-separated app counts: TLS to one router, apps by SNI and Host")
+    p.add_argument("--floor-with-timeouts", action="store_true",
+                   help="with --heroku-apps: also bare Pingora with heroku-lb's upstream timeouts")
     args = p.parse_args()
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(run.REPO, "target"))
-    # heroku-lb as shipped (RUST_LOG unset: a request line per request, to a
-    # file here), without request lines, and the floor.
-    binaries = {
-        "heroku-lb": os.path.join(target, "release", "heroku-lb"),
-        "heroku-lb RUST_LOG=warn": os.path.join(target, "release", "heroku-lb"),
-        "bare Pingora": os.path.join(target, "release", "examples", "bare_pingora_mimalloc"),
-    }
-    for kind, path in binaries.items():
-        if not os.path.exists(path):
-            run.die(f"{path} is missing: cargo build --release --bin heroku-lb "
-                    "--example bare_pingora_mimalloc")
+    binaries = binaries_in(target)
+    if args.floor_with_timeouts:
+        binaries["bare Pingora with timeouts"] = binaries["bare Pingora"]
     work = tempfile.mkdtemp(prefix="heroku-lb-instructions-")
     if args.heroku_apps:
-        counts = [int(n) for n in args.heroku_apps.split(",")]
-        ratios = []
-        for apps in counts:
-            router, shape = start_router(os.path.join(work, f"apps-{apps}"), apps)
-            try:
-                per_request = {}
-                checks = {}
-                for kind, path in binaries.items():
-                    requests, costs, health = measure(kind, path, [], work, args.seconds,
-                                                      args.connections, shape)
-                    per_request[kind] = {name: cost / requests for name, cost in costs.items()}
-                    checks[kind] = health / requests
-                    print(f"{apps:4d} apps  {kind:<24} {requests:6d} requests  "
-                          f"{sum(per_request[kind].values()):9.0f} instructions/request"
-                          + (f" (health checks {checks[kind]:.0f} of them, "
-                             f"{health / args.seconds / 1e6:.1f} M/s)" if health else ""),
-                          flush=True)
-                report(per_request, args.top, f"{apps} apps (TLS router): ")
-                totals = {k: sum(v.values()) for k, v in per_request.items()}
-                ratios.append((apps, totals["heroku-lb"] / totals["bare Pingora"],
-                               totals["heroku-lb RUST_LOG=warn"] / totals["bare Pingora"],
-                               (totals["heroku-lb"] - checks["heroku-lb"])
-                               / totals["bare Pingora"]))
-                print()
-            finally:
-                os.killpg(router.pid, signal.SIGTERM)
-        print("; ".join(f"{apps} apps: heroku-lb / bare Pingora {ours:.2f}x "
-                        f"(RUST_LOG=warn {quiet:.2f}x, without health checks {path:.2f}x)"
-                        for apps, ours, quiet, path in ratios))
+        heroku_shape([int(n) for n in args.heroku_apps.split(",")], binaries, work,
+                     args.seconds, args.connections, args.top)
         return 0
     ports = run.free_ports(args.backends)
     with open(os.path.join(work, "nginx.conf"), "w") as f:

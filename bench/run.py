@@ -50,8 +50,8 @@ sys.modules.setdefault("run", sys.modules[__name__])
 import deploy  # noqa: E402
 import mixed  # noqa: E402
 
-SCENARIOS = ["throughput", "latency", "rss", "many", "heroku", "discovery", "cores", "deploy",
-             "mixed"]
+SCENARIOS = ["throughput", "latency", "rss", "many", "heroku", "instructions", "discovery", "cores",
+             "deploy", "mixed"]
 # The scenarios that use the backend nginx.
 BACKEND_SCENARIOS = ["throughput", "latency", "rss", "many", "discovery", "cores"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1120,6 +1120,25 @@ class Bench:
                 except OSError:
                     pass
 
+    def instructions(self) -> None:
+        """The Heroku shape under callgrind (bench/instructions.py): user-space
+        instructions per request at each app count, which the machine's other
+        load does not move. Skipped without valgrind."""
+        if not shutil.which("valgrind"):
+            log("instructions: skipped, valgrind is not installed")
+            self.results["instructions"] = {"skipped": "valgrind is not installed"}
+            return
+        import instructions  # noqa: E402 (it imports this module)
+        counts = self.args.heroku_apps
+        log(f"instructions: callgrind, TLS to one router, {' and '.join(map(str, counts))} apps")
+        binaries = {"heroku-lb": self.bins["heroku-lb"],
+                    "heroku-lb RUST_LOG=warn": self.bins["heroku-lb"],
+                    "bare Pingora": self.bins["bare_pingora_mimalloc"],
+                    "bare Pingora with timeouts": self.bins["bare_pingora_mimalloc"]}
+        work = self.path("instructions")
+        self.results["instructions"] = {
+            "counts": instructions.heroku_shape(counts, binaries, work, 8, 8, 0)}
+
     def deploy(self) -> None:
         deploy.scenario(self)
 
@@ -1514,6 +1533,36 @@ def write_reports(bench: Bench, out_dir: str, command: str) -> None:
                   "the router logged with `$ssl_session_reused`. heroku-lb's count includes its "
                   "health checks (each on the connection kept from its previous check). bare Pingora: the "
                   "mimalloc build, heroku-lb's allocator.", ""]
+
+    counted = bench.results.get("instructions")
+    if counted and counted.get("counts"):
+        lines += ["## Instructions per request under callgrind: TLS to one router, by app count",
+                  "",
+                  "| apps | heroku-lb | heroku-lb `RUST_LOG=warn` | bare Pingora | heroku-lb × bare "
+                  "| `RUST_LOG=warn` × bare | heroku-lb × bare without health checks "
+                  "| bare Pingora with timeouts | heroku-lb × it |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in counted["counts"]:
+            t = r["per_request"]
+            bare = t["bare Pingora"]
+            timed = t.get("bare Pingora with timeouts")
+            lines.append(
+                f"| {r['apps']} | {t['heroku-lb']:,.0f} | {t['heroku-lb RUST_LOG=warn']:,.0f} | "
+                f"{bare:,.0f} | {t['heroku-lb'] / bare:.2f}× | "
+                f"{t['heroku-lb RUST_LOG=warn'] / bare:.2f}× | "
+                f"{(t['heroku-lb'] - r['health_checks']) / bare:.2f}× | "
+                + (f"{timed:,.0f} | {t['heroku-lb'] / timed:.2f}× |" if timed else "– | – |"))
+        lines += ["", "`bench/instructions.py --heroku-apps` (8 s of wrk -c8 each, under "
+                  "`valgrind --tool=callgrind`): user-space instructions, which other load on the "
+                  "machine does not move. heroku-lb's health checks run per second; at callgrind's "
+                  "few hundred requests a second they weigh about ten times what they do at full "
+                  "speed, so one column leaves them out. _bare Pingora with timeouts_: the same "
+                  "floor with heroku-lb's default upstream timeouts (connect 5 s, read 30 s, idle 55 s; "
+                  "`BARE_TIMEOUTS=1`), what Pingora charges any proxy that bounds its upstreams.",
+                  ""]
+    elif counted:
+        lines += ["## Instructions per request under callgrind", "", f"Skipped: {counted['skipped']}.",
+                  ""]
 
     cores = summarize(runs, "cores", key=lambda r: (r["proxy"], r.get("threads")))
     if cores:

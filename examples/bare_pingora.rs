@@ -12,6 +12,11 @@
 //!   cursor; certificates are verified against `BARE_CA_FILE` (Pingora's
 //!   `ServerConf::ca_file`).
 //!
+//! With `BARE_TIMEOUTS=1`, every peer gets heroku-lb's default upstream
+//! timeouts (connect 5 s, read 30 s, idle 55 s): a floor for what Pingora
+//! charges any proxy that bounds its upstreams (`bench/instructions.py
+//! --floor-with-timeouts`).
+//!
 //! No health checks, nothing else. This file is built twice: as the example
 //! `bare_pingora` with glibc's malloc, and included by
 //! `examples/bare_pingora_mimalloc.rs`, which only adds mimalloc as the global
@@ -25,6 +30,7 @@ use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where requests go.
 enum Upstreams {
@@ -102,10 +108,15 @@ pub fn main() {
             let peers = apps
                 .split(',')
                 .map(|host| {
-                    (
-                        HttpPeer::new(router, true, host.to_string()),
-                        host.to_string(),
-                    )
+                    let mut peer = HttpPeer::new(router, true, host.to_string());
+                    if std::env::var_os("BARE_TIMEOUTS").is_some() {
+                        let options = &mut peer.options;
+                        options.connection_timeout = Some(Duration::from_secs(5));
+                        options.total_connection_timeout = Some(Duration::from_secs(5));
+                        options.read_timeout = Some(Duration::from_secs(30));
+                        options.idle_timeout = Some(Duration::from_secs(55));
+                    }
+                    (peer, host.to_string())
                 })
                 .collect();
             Upstreams::Apps {
