@@ -102,21 +102,21 @@ async fn one_apps_failing_lookup_never_holds_up_the_others() {
     .await;
 }
 
-/// A 429 on one formation lookup of a first round over 60 apps stops the lookups still to start, and every app already looked up is served.
+/// A 429 on the 21st formation lookup of a first round over 60 apps stops the lookups still to start, and every app already looked up is served.
+///
+/// Only lookups already started when the 429's answer is read may reach the API after it: 8 run
+/// at a time, and each that ends before the 429 is read makes room for one more, so at most
+/// 2 × 8 of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_midway_keeps_every_app_already_looked_up() {
+    const LIMITED: usize = 21;
+    const AFTER_AT_MOST: usize = 16;
     let api = FakeHerokuApi::start(KEY);
     let pipeline = api.add_pipeline("sixty");
-    let backend = TestBackend::start("shared").await;
-    for i in 0..60 {
-        api.add_app(AppFixture::new(
-            &format!("sixty-{i:02}"),
-            &pipeline,
-            &backend.web_url(),
-        ));
-    }
-    let limited = api.app_id("sixty-30").expect("sixty-30 exists");
-    api.set_failure_on(&format!("/apps/{limited}/formation"), Failure::RateLimited);
+    let _apps = apps(&api, &pipeline, "sixty", 60).await;
+    // Formations are the only `/apps/...` requests of a first round (details come in one `POST
+    // /filters/apps`).
+    api.fail_nth_on("/apps/", LIMITED as u32, Failure::RateLimited);
     let lb = LbBuilder::pipeline(&api, pipeline.as_str())
         .env("HEALTH_CHECK_INTERVAL", "60")
         .start()
@@ -130,22 +130,28 @@ async fn a_429_midway_keeps_every_app_already_looked_up() {
         |s| s["backends_total"].as_u64().unwrap_or(0) > 0,
     )
     .await;
+    // The next round waits at least a minute after a 429, so this is the first round's work.
     let formations = api
         .requests()
         .iter()
-        .filter(|r| r.path.ends_with("/formation/web"))
+        .filter(|r| r.path.starts_with("/apps/"))
+        .inspect(|r| assert!(r.path.ends_with("/formation/web"), "{}", r.path))
         .count();
     let snapshot = status(&client, &lb).await;
-    let known = snapshot["backends_total"].as_u64().unwrap_or(0);
-    println!("after the 429: {known} apps served, {formations} formation lookups made");
-    assert!(
-        known > 0 && known < 60,
-        "known {known}: the round stopped at the 429 and kept what it had"
+    let known = snapshot["backends_total"].as_u64().unwrap_or(0) as usize;
+    let after = formations.saturating_sub(LIMITED);
+    println!(
+        "the 429 answered lookup {LIMITED} of 60; {after} lookups reached the API after it; \
+         {known} apps served"
     );
-    // Only the lookups in flight when the 429 came finished after it.
     assert!(
-        formations < 60,
-        "lookups went on after the 429: {formations}"
+        formations >= LIMITED && after <= AFTER_AT_MOST,
+        "lookups went on after the 429: {formations} made in all"
+    );
+    assert_eq!(
+        known,
+        formations - 1,
+        "every app whose lookup answered is served, the limited one is not: {snapshot:#}"
     );
     assert!(
         snapshot["discovery"]["last_error"]

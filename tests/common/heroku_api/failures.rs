@@ -61,6 +61,8 @@ pub(super) struct FailureRule {
     pub(super) failure: Failure,
     /// `Some(n)`: applies to n more requests.
     pub(super) remaining: Option<u32>,
+    /// Requests the rule lets through (answered normally) before it applies.
+    pub(super) skip: u32,
 }
 
 impl FakeHerokuApi {
@@ -78,6 +80,7 @@ impl FakeHerokuApi {
                     path_prefix: None,
                     failure,
                     remaining: None,
+                    skip: 0,
                 });
             }
         }
@@ -99,6 +102,7 @@ impl FakeHerokuApi {
                     path_prefix: Some(path_prefix.to_string()),
                     failure,
                     remaining: None,
+                    skip: 0,
                 },
             );
         }
@@ -112,6 +116,22 @@ impl FakeHerokuApi {
                 path_prefix: None,
                 failure,
                 remaining: Some(count),
+                skip: 0,
+            },
+        );
+    }
+
+    /// Applies `failure` to the `n`th request (counting from 1) whose path starts with
+    /// `path_prefix` from now on, once; the ones before it are answered normally. For a failure
+    /// at a known point of a sequence whose order the balancer chooses.
+    pub fn fail_nth_on(&self, path_prefix: &str, n: u32, failure: Failure) {
+        self.state().rules.insert(
+            0,
+            FailureRule {
+                path_prefix: Some(path_prefix.to_string()),
+                failure,
+                remaining: Some(1),
+                skip: n.saturating_sub(1),
             },
         );
     }
@@ -123,7 +143,7 @@ impl FakeHerokuApi {
 }
 
 impl State {
-    /// The failure for this path, counting down a `fail_next` rule.
+    /// The failure for this path, counting down a `fail_next` or `fail_nth_on` rule.
     pub(super) fn take_failure(&mut self, path: &str) -> Failure {
         let rule = self.rules.iter_mut().find(|r| {
             r.remaining != Some(0)
@@ -132,6 +152,10 @@ impl State {
                     .is_none_or(|prefix| path.starts_with(prefix))
         });
         match rule {
+            Some(rule) if rule.skip > 0 => {
+                rule.skip -= 1;
+                Failure::None
+            }
             Some(rule) => {
                 if let Some(n) = rule.remaining.as_mut() {
                     *n -= 1;
