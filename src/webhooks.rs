@@ -39,6 +39,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Largest delivery read; Heroku's events are a few kilobytes.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// After a 413, the most of the refused body read and dropped before the
+/// connection closes, and the longest that may take (see `too_large`).
+const LINGER_BYTES: usize = 8 * MAX_BODY;
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Delivery ids remembered to drop repeats.
 const REMEMBERED_DELIVERIES: usize = 4096;
@@ -276,11 +280,24 @@ impl WebhookReceiver {
         "accepted"
     }
 
-    /// 413, and the connection closes (the rest of the body is not read).
+    /// 413, and the connection closes. Closing on a body still arriving
+    /// would reset the connection, and the sender could lose the 413 with
+    /// it; so, like nginx's lingering close, what it still sends is read and
+    /// dropped first, for at most [`LINGER_TIME`] and [`LINGER_BYTES`].
     async fn too_large(&self, session: &mut Session) -> Result<bool> {
         self.refused("too_large", &format!("body over {MAX_BODY} bytes"));
         session.set_keepalive(None);
         respond(session, 413, "body too large\n").await?;
+        let linger = async {
+            let mut dropped = 0;
+            while let Ok(Some(chunk)) = session.read_request_body().await {
+                dropped += chunk.len();
+                if dropped > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, linger).await;
         Ok(true)
     }
 
