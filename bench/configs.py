@@ -100,14 +100,26 @@ def nginx_proxy_conf(
     """nginx as the proxy under test: round robin over `backend_ports` with a
     pool of `keepalive` idle upstream connections, HTTP/1.1 upstream, Host
     passed through, no access log."""
-    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in backend_ports)
+    return _nginx_upstream_proxy_conf(prefix, listen_port, "backends", backend_ports, keepalive)
+
+
+def _nginx_upstream_proxy_conf(prefix: str, listen_port: int, upstream: str, ports: list[int],
+                               keepalive: int, *, server_params: str = "", balance: str = "",
+                               location: tuple[str, ...] = ()) -> str:
+    """The one shape of every nginx proxy here: an upstream `upstream` of
+    `ports` (each `server` line with `server_params`, the `balance` directive
+    first if any) with a pool of `keepalive` idle connections, proxied with
+    HTTP/1.1 and the Host passed through, plus the `location` directives."""
+    servers = "\n".join(f"        server 127.0.0.1:{p}{server_params};" for p in ports)
+    balance_line = f"        {balance};\n" if balance else ""
+    location_lines = "".join(f"\n            {directive};" for directive in location)
     return (
         _nginx_common(prefix, 8192)
         + f"""
 http {{
 {_nginx_http_common(prefix)}
-    upstream backends {{
-{servers}
+    upstream {upstream} {{
+{balance_line}{servers}
         keepalive {keepalive};
         keepalive_requests {KEEPALIVE_REQUESTS};
         keepalive_timeout 60s;
@@ -116,10 +128,10 @@ http {{
     server {{
         listen 127.0.0.1:{listen_port};
         location / {{
-            proxy_pass http://backends;
+            proxy_pass http://{upstream};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
+            proxy_set_header Host $http_host;{location_lines}
         }}
     }}
 }}
@@ -437,37 +449,11 @@ def nginx_deploy_conf(prefix: str, listen_port: int, app_ports: list[int],
     timeout passed to the next server (`proxy_next_upstream error timeout
     http_503`, at most 3 tries), and a server that failed once left out for
     5 s (`max_fails=1 fail_timeout=5s`); upstream keep-alive."""
-    servers = "\n".join(
-        f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in app_ports
-    )
-    return (
-        _nginx_common(prefix, 8192)
-        + f"""
-http {{
-{_nginx_http_common(prefix)}
-    upstream apps {{
-{servers}
-        keepalive {keepalive};
-        keepalive_requests {KEEPALIVE_REQUESTS};
-        keepalive_timeout 60s;
-    }}
-
-    server {{
-        listen 127.0.0.1:{listen_port};
-        location / {{
-            proxy_pass http://apps;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_next_upstream error timeout http_503;
-            proxy_next_upstream_tries 3;
-            proxy_connect_timeout 5s;
-            proxy_read_timeout 30s;
-        }}
-    }}
-}}
-"""
-    )
+    return _nginx_upstream_proxy_conf(
+        prefix, listen_port, "apps", app_ports, keepalive,
+        server_params=" max_fails=1 fail_timeout=5s",
+        location=("proxy_next_upstream error timeout http_503", "proxy_next_upstream_tries 3",
+                  "proxy_connect_timeout 5s", "proxy_read_timeout 30s"))
 
 
 # ---------------------------------------------------------------------------
@@ -546,34 +532,9 @@ def nginx_mixed_conf(prefix: str, listen_port: int, app_ports: list[int],
     nginx Plus only, and `max_conns` without it answers 502 at once), a
     keep-alive pool of 256 idle connections (as heroku-lb's) since hundreds
     of requests can be in flight."""
-    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in app_ports)
-    return (
-        _nginx_common(prefix, 8192)
-        + f"""
-http {{
-{_nginx_http_common(prefix)}
-    upstream apps {{
-        least_conn;
-{servers}
-        keepalive {keepalive};
-        keepalive_requests {KEEPALIVE_REQUESTS};
-        keepalive_timeout 60s;
-    }}
-
-    server {{
-        listen 127.0.0.1:{listen_port};
-        location / {{
-            proxy_pass http://apps;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_connect_timeout 5s;
-            proxy_read_timeout 60s;
-        }}
-    }}
-}}
-"""
-    )
+    return _nginx_upstream_proxy_conf(
+        prefix, listen_port, "apps", app_ports, keepalive, balance="least_conn",
+        location=("proxy_connect_timeout 5s", "proxy_read_timeout 60s"))
 
 
 def _yaml_str(value: str) -> str:

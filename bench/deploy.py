@@ -38,49 +38,20 @@ def scenario(bench) -> None:
 
 
 def start_proxy(bench, kind: str, d: str, ports: list[int], names: list[str]):
-    """Start `kind` over the apps on `ports`; returns (proc, url, None) once
-    it answers a `/health` through to an app (heroku-lb: once all three
-    apps passed its checks), or (None, None, why) if it could not start."""
-    port = run.free_ports(1)[0]
-    url = f"http://127.0.0.1:{port}"
-    log_path = os.path.join(d, "log")
+    """Start `kind` over the apps on `ports` (see run.Bench.start_over_apps);
+    returns (proc, url, None), or (None, None, why) if it could not start."""
 
-    def answers() -> bool:
-        return run.http_get(url + configs.DEPLOY_HEALTH_PATH)[0] == 200
+    def conf(port: int) -> str:
+        if kind.startswith("heroku-lb"):
+            settings = configs.heroku_lb_deploy_settings(slow_start="no slow start" not in kind)
+            return configs.heroku_lb_conf(d, port, [f"http://127.0.0.1:{p}" for p in ports],
+                                          settings=settings)
+        if kind == "HAProxy":
+            return configs.haproxy_deploy_conf(port, ports, names)
+        return configs.nginx_deploy_conf(d, port, ports)
 
-    if kind.startswith("heroku-lb"):
-        conf = os.path.join(d, "heroku-lb.yaml")
-        settings = configs.heroku_lb_deploy_settings(slow_start="no slow start" not in kind)
-        with open(conf, "w") as f:
-            f.write(configs.heroku_lb_conf(d, port, [f"http://127.0.0.1:{p}" for p in ports],
-                                           settings=settings))
-
-        def ready() -> bool:
-            if not answers():
-                return False
-            status = json.loads(run.http_get(url + "/_lb/status")[1])
-            return status.get("backends_healthy") == len(ports)
-
-        # Default logging: request lines on a stdout pipe drained by this
-        # script, as in the other scenarios.
-        proc, why = bench.start_or_skip(kind, [bench.bins["heroku-lb"], "-c", conf], ready,
-                                        log_path=log_path, env=bench.clean_env(),
-                                        count_lines=True)
-    elif kind == "HAProxy":
-        conf = os.path.join(d, "haproxy.cfg")
-        with open(conf, "w") as f:
-            f.write(configs.haproxy_deploy_conf(port, ports, names))
-        proc, why = bench.start_or_skip(kind, ["haproxy", "-db", "-f", conf], answers,
-                                        log_path=log_path)
-    elif kind == "nginx":
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(configs.nginx_deploy_conf(d, port, ports))
-        proc, why = bench.start_or_skip(kind, ["nginx", "-e", "stderr", "-c", conf, "-p", d],
-                                        answers, log_path=log_path)
-    else:
-        raise ValueError(kind)
-    return proc, (url if proc else None), why
+    proxy = "heroku-lb" if kind.startswith("heroku-lb") else kind
+    return bench.start_over_apps(kind, proxy, d, len(ports), configs.DEPLOY_HEALTH_PATH, conf)
 
 
 def taken_out(kind: str, proc, d: str, url: str | None) -> int | None:

@@ -12,7 +12,6 @@ p99, p99.9, errors and each app's share. See bench/README.md.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 
@@ -62,52 +61,24 @@ def scenario(bench) -> None:
 
 def start_proxy(bench, d: str, label: str, proxy: str, policy: str | None, queue: bool,
                 ports: list[int], names: list[str]):
-    """Start one row's proxy over the apps; returns (proc, url, None) once it
-    answers `/health` through to an app (heroku-lb: once every app passed
-    its first check), or (None, None, why)."""
-    port = run.free_ports(1)[0]
-    url = f"http://127.0.0.1:{port}"
-    log_path = os.path.join(d, "log")
+    """Start one row's proxy over the apps (see run.Bench.start_over_apps);
+    returns (proc, url, None), or (None, None, why)."""
 
-    def answers() -> bool:
-        return run.http_get(url + "/health")[0] == 200
+    def conf(port: int) -> str:
+        if proxy == "heroku-lb":
+            settings = configs.heroku_lb_mixed_settings(policy, HEROKU_LB_CAP if queue else None)
+            return configs.heroku_lb_conf(d, port, [f"http://127.0.0.1:{p}" for p in ports],
+                                          settings=settings)
+        if proxy == "HAProxy":
+            # As many client connections as the file descriptor limit allows
+            # (two each), up to 8,000: the 110 % runs keep up to ~4,000
+            # requests in flight (5 s of queue at ~760 a second).
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            maxconn = 8000 if limit == resource.RLIM_INFINITY else min(8000, (limit - 256) // 2)
+            return configs.haproxy_mixed_conf(port, ports, WORKERS, names, maxconn=maxconn)
+        return configs.nginx_mixed_conf(d, port, ports)
 
-    if proxy == "heroku-lb":
-        conf = os.path.join(d, "heroku-lb.yaml")
-        settings = configs.heroku_lb_mixed_settings(policy, HEROKU_LB_CAP if queue else None)
-        with open(conf, "w") as f:
-            f.write(configs.heroku_lb_conf(d, port, [f"http://127.0.0.1:{p}" for p in ports],
-                                           settings=settings))
-
-        def ready() -> bool:
-            if not answers():
-                return False
-            status = json.loads(run.http_get(url + "/_lb/status")[1])
-            return status.get("backends_healthy") == len(ports)
-
-        proc, why = bench.start_or_skip(label, [bench.bins["heroku-lb"], "-c", conf], ready,
-                                        log_path=log_path, env=bench.clean_env(),
-                                        count_lines=True)
-    elif proxy == "HAProxy":
-        conf = os.path.join(d, "haproxy.cfg")
-        # As many client connections as the file descriptor limit allows (two
-        # each), up to 8,000: the 110 % runs keep up to ~4,000 requests in
-        # flight (5 s of queue at ~760 a second).
-        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        maxconn = 8000 if limit == resource.RLIM_INFINITY else min(8000, (limit - 256) // 2)
-        with open(conf, "w") as f:
-            f.write(configs.haproxy_mixed_conf(port, ports, WORKERS, names, maxconn=maxconn))
-        proc, why = bench.start_or_skip(label, ["haproxy", "-db", "-f", conf], answers,
-                                        log_path=log_path)
-    elif proxy == "nginx":
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(configs.nginx_mixed_conf(d, port, ports))
-        proc, why = bench.start_or_skip(label, ["nginx", "-e", "stderr", "-c", conf, "-p", d],
-                                        answers, log_path=log_path)
-    else:
-        raise ValueError(proxy)
-    return proc, (url if proc else None), why
+    return bench.start_over_apps(label, proxy, d, len(ports), "/health", conf)
 
 
 def one_run(bench, out: dict, load: float, label: str, proxy: str, policy: str | None,

@@ -713,20 +713,54 @@ class Bench:
         wait_until(f"{kind} to proxy a request", lambda: http_get(url)[0] == 200, 30, proc)
         return proc, url
 
-    def start_or_skip(self, kind: str, argv: list[str], ready, *, log_path: str, env=None,
-                      count_lines: bool = False, timeout: float = 30.0):
-        """Start a proxy of the deploy or mixed scenario on the proxy CPU and
-        wait until `ready()`. Returns (proc, None), or (None, why) if it
-        exited first or was not ready in time: those scenarios skip such a
-        row and record why (a setting this heroku-lb build lacks is a config
-        error at start) instead of stopping the whole benchmark."""
-        proc = Proc(kind, argv, cpu=self.proxy_cpu, env=env, log_path=log_path,
+    def start_over_apps(self, label: str, proxy: str, d: str, apps: int, health_path: str,
+                        conf_for, timeout: float = 30.0):
+        """Start a proxy of the deploy or mixed scenario, `proxy` ("heroku-lb",
+        "HAProxy" or "nginx", the row `label`) on the proxy CPU over that
+        scenario's `apps` apps, its configuration the text `conf_for(port)`
+        returns for the port it is to listen on. Returns (proc, url, None) once
+        it answers `health_path` through to an app (heroku-lb: once every app
+        passed its checks), or (None, None, why) if it exited first or was not
+        ready in time: those scenarios skip such a row and record why (a
+        setting this heroku-lb build lacks is a config error at start) instead
+        of stopping the whole benchmark."""
+        port = free_ports(1)[0]
+        url = f"http://127.0.0.1:{port}"
+        log_path = os.path.join(d, "log")
+
+        def answers() -> bool:
+            return http_get(url + health_path)[0] == 200
+
+        def every_app_healthy() -> bool:
+            if not answers():
+                return False
+            status = json.loads(http_get(url + "/_lb/status")[1])
+            return status.get("backends_healthy") == apps
+
+        ready, env, count_lines = answers, None, False
+        if proxy == "heroku-lb":
+            conf = os.path.join(d, "heroku-lb.yaml")
+            argv = [self.bins["heroku-lb"], "-c", conf]
+            # Default logging: request lines on a stdout pipe drained by this
+            # script, as in the other scenarios.
+            ready, env, count_lines = every_app_healthy, self.clean_env(), True
+        elif proxy == "HAProxy":
+            conf = os.path.join(d, "haproxy.cfg")
+            argv = ["haproxy", "-db", "-f", conf]
+        elif proxy == "nginx":
+            conf = os.path.join(d, "nginx.conf")
+            argv = ["nginx", "-e", "stderr", "-c", conf, "-p", d]
+        else:
+            raise ValueError(proxy)
+        with open(conf, "w") as f:
+            f.write(conf_for(port))
+        proc = Proc(label, argv, cpu=self.proxy_cpu, env=env, log_path=log_path,
                     count_lines=count_lines)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.alive():
             try:
                 if ready():
-                    return proc, None
+                    return proc, url, None
             except (OSError, ValueError):
                 pass
             time.sleep(0.05)
@@ -734,7 +768,7 @@ class Bench:
         proc.stop()
         why = f"exited with {code}" if code is not None else f"not ready within {timeout:g} s"
         said = log_tail(log_path, lines=1).replace(self.work + os.sep, "")
-        return None, f"{why}: {said or 'nothing logged'}"
+        return None, None, f"{why}: {said or 'nothing logged'}"
 
     def measured_pids(self, proc: Proc) -> list[int]:
         return proc.pids()
